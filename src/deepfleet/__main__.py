@@ -1,0 +1,3 @@
+from deepfleet.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Facts about models and hardware, and the bundled demo model."""

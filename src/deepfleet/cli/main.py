@@ -1,0 +1,23 @@
+"""The `deepfleet` command: every sub-command module registers itself on one typer app."""
+
+from __future__ import annotations
+
+import typer
+
+from deepfleet.cli import chat_cmd, config_cmds, fleet_cmds, models_cmds
+
+app = typer.Typer(
+    name="deepfleet",
+    help="Serve DeepSeek-R1 and other models on a fleet of GPU, Ascend or CPU nodes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module exposes register(app). Add new command modules to this tuple.
+for _module in (fleet_cmds, config_cmds, models_cmds, chat_cmd):
+    _module.register(app)
+
+
+def main() -> None:
+    app()

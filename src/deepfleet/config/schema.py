@@ -1,0 +1,122 @@
+"""The fleet.yaml schema: one typed field per knob, each with the description the CLI shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+EngineName = Literal["vllm", "vllm-cpu", "sglang", "vllm-ascend", "mindie"]
+BUNDLED = "bundled"
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ParallelSpec(Strict):
+    tp: int = Field(1, ge=1, description="Tensor-parallel size: devices inside one node per stage.")
+    pp: int = Field(1, ge=1, description="Pipeline-parallel size: stages, usually one per node.")
+    dp: int = Field(1, ge=1, description="Data-parallel attention ranks inside one replica.")
+    ep: bool = Field(False, description="Expert parallelism for MoE layers.")
+
+
+class ModelSpec(Strict):
+    name: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+        description="Model name clients send in the `model` field.",
+    )
+    source: str = Field(
+        BUNDLED,
+        description="`bundled` (the demo model), a local folder holding config.json, or a hub id "
+        "such as deepseek-ai/DeepSeek-R1.",
+    )
+    engine: EngineName = Field("vllm-cpu", description="Engine that serves the replicas.")
+    replicas: int | Literal["auto"] = Field(
+        1, description="Independent copies of the model; `auto` lets the planner decide."
+    )
+    parallel: ParallelSpec | Literal["auto"] = Field(
+        "auto", description="Layout of one replica; `auto` lets the planner decide."
+    )
+    dtype: str | None = Field(None, description="Weight format (bf16, fp8, int8, int4); None: as shipped.")
+    kv_cache_dtype: str | None = Field(None, description="KV cache dtype (auto, fp8); None: engine default.")
+    max_model_len: int | None = Field(
+        None, ge=16, description="Longest prompt + output in tokens; None: the planner chooses."
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra engine flags passed as is (`enable_chunked_prefill: true` becomes "
+        "`--enable-chunked-prefill`).",
+    )
+    engine_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for the engine process."
+    )
+    routing: str = Field("round_robin", description="Routing policy across this model's replicas.")
+    trust_remote_code: bool = Field(
+        False, description="Let the engine run Python code shipped with the model."
+    )
+
+    @field_validator("replicas")
+    @classmethod
+    def _positive_replicas(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"must be at least 1 or `auto`, got {v}")
+        return v
+
+    @property
+    def is_bundled(self) -> bool:
+        return self.source == BUNDLED
+
+    @property
+    def is_local_path(self) -> bool:
+        """A source that names a folder on disk (absolute, ./, ../ or ~/), not a hub id."""
+        s = self.source
+        return s.startswith(("/", "./", "../", "~")) or Path(s).expanduser().exists()
+
+
+class NetworkSpec(Strict):
+    interface: str | None = Field(None, description="NIC for GLOO/NCCL/TP sockets, e.g. eth0.")
+
+
+class ClusterSpec(Strict):
+    mode: Literal["local", "ray", "kubernetes"] = Field(
+        "local", description="local: child processes here; ray: a Ray cluster; kubernetes: KubeRay."
+    )
+    head: str | None = Field(None, description="Head node address (ray mode).")
+    nodes: int = Field(1, ge=1, description="Number of nodes in the cluster.")
+    devices_per_node: int = Field(1, ge=1, description="GPUs or NPUs per node.")
+    device: str = Field("CPU", description="Device type from the hardware catalog, e.g. A100-40GB.")
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+
+
+class GatewaySpec(Strict):
+    host: str = Field("127.0.0.1", description="Address the gateway binds; loopback unless set.")
+    port: int = Field(8000, ge=1, le=65535, description="Gateway port.")
+    workers: int = Field(1, ge=1, le=64, description="Gateway processes sharing the port.")
+
+
+class FleetConfig(Strict):
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    models: list[ModelSpec] = Field(min_length=1, description="The models the fleet serves.")
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    state_dir: Path | None = Field(
+        None, description="Where logs, pid files and the fleet state live; None: the user state dir."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> FleetConfig:
+        seen: set[str] = set()
+        for m in self.models:
+            if m.name in seen:
+                raise ValueError(f"model name {m.name!r} appears twice in `models`")
+            seen.add(m.name)
+        return self
+
+
+def default_config() -> FleetConfig:
+    """The embedded default: one replica of the bundled model on vLLM's CPU build."""
+    return FleetConfig(models=[ModelSpec(name="SmolLM2-135M-Instruct", source=BUNDLED)])
