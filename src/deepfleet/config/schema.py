@@ -42,8 +42,12 @@ class ModelSpec(Strict):
     parallel: ParallelSpec | Literal["auto"] = Field(
         "auto", description="Layout of one replica; `auto` lets the planner decide."
     )
-    dtype: str | None = Field(None, description="Weight format (bf16, fp8, int8, int4); None: as shipped.")
-    kv_cache_dtype: str | None = Field(None, description="KV cache dtype (auto, fp8); None: engine default.")
+    dtype: str | None = Field(
+        None, description="Weight format (bf16, fp8, int8, int4); None: as shipped."
+    )
+    kv_cache_dtype: str | None = Field(
+        None, description="KV cache dtype (auto, fp8); None: engine default."
+    )
     max_model_len: int | None = Field(
         None, ge=16, description="Longest prompt + output in tokens; None: the planner chooses."
     )
@@ -64,7 +68,7 @@ class ModelSpec(Strict):
     @classmethod
     def _positive_replicas(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 1:
-            raise ValueError(f"must be at least 1 or `auto`, got {v}")
+            raise ValueError("must be at least 1 or `auto`")
         return v
 
     @property
@@ -104,7 +108,8 @@ class FleetConfig(Strict):
     models: list[ModelSpec] = Field(min_length=1, description="The models the fleet serves.")
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     state_dir: Path | None = Field(
-        None, description="Where logs, pid files and the fleet state live; None: the user state dir."
+        None,
+        description="Where logs, pid files and the fleet state live; None: the user state dir.",
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,152 @@
+"""The controller: owns desired vs actual state for a fleet on one machine.
+
+It starts one supervisor per replica and one for the gateway, and publishes every change to
+the state file that the gateway routes from and `deepfleet status` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from deepfleet.config.schema import FleetConfig
+from deepfleet.engines import ReplicaPlan, get_adapter
+from deepfleet.engines.base import LaunchSpec
+from deepfleet.fleet.health import HttpProbe
+from deepfleet.fleet.state import (
+    STATE_FILE,
+    FleetState,
+    ModelRoute,
+    ReplicaStatus,
+    read_state,
+    write_state,
+)
+from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
+
+LOCK_FILE = "controller.lock"
+
+
+class FleetAlreadyRunning(Exception):
+    pass
+
+
+def acquire_lock(state_dir: Path) -> IO[str]:
+    """One controller per state dir: an exclusive flock held for the controller's life."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = (state_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        prev = read_state(state_dir / STATE_FILE)
+        pid = f" (pid {prev.controller_pid})" if prev else ""
+        raise FleetAlreadyRunning(
+            f"a fleet is already running from {state_dir}{pid}; stop it with `deepfleet down`"
+        ) from None
+    return handle
+
+
+def gateway_launch(cfg: FleetConfig, state_file: Path, python: str = sys.executable) -> LaunchSpec:
+    g = cfg.gateway
+    argv = [python, "-m", "deepfleet.gateway", "--state-file", str(state_file),
+            "--host", g.host, "--port", str(g.port), "--workers", str(g.workers)]  # fmt: skip
+    return LaunchSpec(argv=argv)
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL to reach a server on this machine, also when it binds every address."""
+    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{reach}:{port}"
+
+
+class Controller:
+    def __init__(
+        self,
+        cfg: FleetConfig,
+        state_dir: Path,
+        plans: list[ReplicaPlan],
+        *,
+        policy: SupervisorPolicy = SupervisorPolicy(),
+        gateway_spec: LaunchSpec | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.state_path = state_dir / STATE_FILE
+        logs = state_dir / "logs"
+        gw_url = local_url(cfg.gateway.host, cfg.gateway.port)
+        self.state = FleetState(
+            controller_pid=os.getpid(),
+            gateway_url=gw_url,
+            models=[ModelRoute(m.name, m.routing) for m in cfg.models],
+        )
+        self._probe = HttpProbe()
+        self.supervisors: list[Supervisor] = []
+        for plan in plans:
+            adapter = get_adapter(plan.model.engine)
+            status = ReplicaStatus(
+                replica_id=plan.replica_id,
+                model=plan.model.name,
+                engine=plan.model.engine,
+                url=plan.url,
+                log=str(logs / f"{plan.replica_id}.log"),
+                kv_events_port=plan.kv_events_port,
+            )
+            self.state.replicas.append(status)
+            self.supervisors.append(
+                Supervisor(
+                    status,
+                    adapter.launch_spec(plan),
+                    plan.url + adapter.health_path,
+                    probe=self._probe,
+                    on_change=self.publish,
+                    policy=policy,
+                )
+            )
+        gw_status = ReplicaStatus(
+            replica_id="gateway",
+            model="*",
+            engine="gateway",
+            url=gw_url,
+            log=str(logs / "gateway.log"),
+        )
+        self.state.gateway = gw_status
+        gw_policy = SupervisorPolicy(startup_timeout_s=60, stop_grace_s=policy.stop_grace_s)
+        self.gateway = Supervisor(
+            gw_status,
+            gateway_spec or gateway_launch(cfg, self.state_path),
+            gw_url + "/health",
+            probe=self._probe,
+            on_change=self.publish,
+            policy=gw_policy,
+        )
+        self._listeners: list[Callable[[FleetState], None]] = []
+
+    def subscribe(self, listener: Callable[[FleetState], None]) -> None:
+        self._listeners.append(listener)
+
+    def publish(self) -> None:
+        write_state(self.state_path, self.state)
+        for listener in self._listeners:
+            listener(self.state)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then stop the gateway (it drains) and every engine."""
+        self.publish()
+        tasks = [asyncio.ensure_future(s.run()) for s in (self.gateway, *self.supervisors)]
+        try:
+            await stop.wait()
+        finally:
+            self.state.stopping = True
+            self.publish()
+            await self.gateway.stop()
+            await asyncio.gather(*(s.stop() for s in self.supervisors))
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await self._probe.close()
+            self.publish()

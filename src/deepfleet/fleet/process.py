@@ -1,0 +1,74 @@
+"""A child process in its own session, logging to a file, stoppable as a whole group.
+
+Engines spawn workers of their own (vLLM's engine core, its CPU workers); starting each engine
+in a new session lets one killpg reach all of them, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+from deepfleet.engines.base import LaunchSpec
+
+
+class ManagedProcess:
+    def __init__(self, spec: LaunchSpec, log_path: Path) -> None:
+        self.spec = spec
+        self.log_path = log_path
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    async def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.spec.env}
+        with self.log_path.open("ab") as log:
+            log.write(
+                f"\n=== {time.strftime('%F %T')} start: {' '.join(self.spec.argv)}\n".encode()
+            )
+            log.flush()
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.spec.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                cwd=self.spec.cwd,
+                start_new_session=True,
+            )
+
+    async def wait(self) -> int:
+        assert self._proc is not None, "wait() before start()"
+        return await self._proc.wait()
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    async def stop(self, grace_s: float = 15.0) -> int | None:
+        """SIGTERM the group, then SIGKILL it after `grace_s`; returns the exit code."""
+        if self._proc is None:
+            return None
+        if self._proc.returncode is None:
+            self.signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._proc.wait(), grace_s)
+            except TimeoutError:
+                self.signal_group(signal.SIGKILL)
+                await self._proc.wait()
+        # Children that outlived their parent (same process group) are killed too.
+        self.signal_group(signal.SIGKILL)
+        return self._proc.returncode

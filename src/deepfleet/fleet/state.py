@@ -1,0 +1,118 @@
+"""The fleet state file: what the controller knows, read by the gateway and `deepfleet status`.
+
+Written atomically (temp file + rename) on every change, so a reader never sees half a file
+and a crash leaves the last good state behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "fleet.json"
+
+
+class ReplicaState(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    UNHEALTHY = "unhealthy"
+    RESTARTING = "restarting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass
+class ReplicaStatus:
+    """One supervised process: an engine replica, or the gateway (engine "gateway")."""
+
+    replica_id: str
+    model: str
+    engine: str
+    url: str
+    state: ReplicaState = ReplicaState.STARTING
+    pid: int | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    log: str | None = None
+    kv_events_port: int | None = None
+    node: str = "local"
+
+    @property
+    def uptime_s(self) -> float | None:
+        return time.time() - self.ready_at if self.ready_at else None
+
+
+@dataclass
+class ModelRoute:
+    name: str
+    routing: str
+
+
+@dataclass
+class FleetState:
+    controller_pid: int
+    gateway_url: str
+    models: list[ModelRoute] = field(default_factory=list)
+    replicas: list[ReplicaStatus] = field(default_factory=list)
+    gateway: ReplicaStatus | None = None
+    updated_at: float = 0.0
+    stopping: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FleetState:
+        return cls(
+            controller_pid=data["controller_pid"],
+            gateway_url=data["gateway_url"],
+            models=[ModelRoute(**m) for m in data.get("models", [])],
+            replicas=[_status(r) for r in data.get("replicas", [])],
+            gateway=_status(data["gateway"]) if data.get("gateway") else None,
+            updated_at=data.get("updated_at", 0.0),
+            stopping=data.get("stopping", False),
+        )
+
+
+def _status(data: dict[str, Any]) -> ReplicaStatus:
+    return ReplicaStatus(**{**data, "state": ReplicaState(data["state"])})
+
+
+def write_state(path: Path, state: FleetState) -> None:
+    state.updated_at = time.time()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state.to_json(), indent=1))
+    os.replace(tmp, path)
+
+
+def read_state(path: Path) -> FleetState | None:
+    """The last written state, or None when there is none (or it cannot be parsed)."""
+    try:
+        return FleetState.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -1,0 +1,1 @@
+"""The data plane: an OpenAI-compatible ASGI gateway in front of the engines."""

@@ -1,0 +1,3 @@
+from deepfleet.gateway.server import main
+
+main()
