@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deepfleet.cli import bench_cmd, chat_cmd, config_cmds, fleet_cmds, models_cmds
+from deepfleet.cli import bench_cmd, chat_cmd, config_cmds, fleet_cmds, models_cmds, plan_cmd
 
 app = typer.Typer(
     name="deepfleet",
@@ -15,7 +15,7 @@ app = typer.Typer(
 )
 
 # Each module exposes register(app). Add new command modules to this tuple.
-for _module in (fleet_cmds, config_cmds, models_cmds, chat_cmd, bench_cmd):
+for _module in (fleet_cmds, config_cmds, models_cmds, chat_cmd, bench_cmd, plan_cmd):
     _module.register(app)
 
 

@@ -3,7 +3,9 @@ nothing fits, say what would (another format, more nodes, a shorter context, an 
 
 Ranking among feasible layouts: the most decode tokens/s (roofline, whole cluster, at the
 requested concurrency or at as many sequences as fit), then the fewest devices, then the
-least TP (fewer collectives). Infeasible layouts follow, fewest devices first.
+least TP (fewer collectives). Infeasible layouts follow, largest replicas (closest to
+fitting) first. The recommendation is the first, except that several replicas within 15% of
+a lone replica's speed win: they survive a failed device.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from deepfleet.planner.layout import (
 )
 from deepfleet.planner.params import ParamCount, count_params, inventory
 
+REDUNDANCY_TOLERANCE = 0.85
+"""A layout of several replicas is preferred to a lone one that is at most this much faster."""
 MAX_NODE_FACTOR = 8
 """Alternatives look for the smallest cluster up to this many times the given nodes."""
 
@@ -59,7 +63,23 @@ class Plan:
 def _rank_key(layout: Layout) -> tuple[int, float, int, int]:
     if layout.feasible:
         return (0, -layout.decode_tokens_per_s, layout.devices_used, layout.tp)
-    return (1, 0.0, layout.devices_per_replica, layout.tp)
+    return (1, 0.0, -layout.devices_per_replica, layout.tp)  # closest to fitting first
+
+
+def _pick(ranked: tuple[Layout, ...]) -> Layout | None:
+    """The fastest feasible layout, unless it is a lone replica and a layout of several
+    replicas comes within REDUNDANCY_TOLERANCE of its speed: then that one, which survives
+    a failed device."""
+    feasible = [layout for layout in ranked if layout.feasible]
+    if not feasible:
+        return None
+    best = feasible[0]
+    if best.dp == 1:
+        floor = best.decode_tokens_per_s * REDUNDANCY_TOLERANCE
+        for layout in feasible[1:]:
+            if layout.dp > 1 and layout.decode_tokens_per_s >= floor:
+                return layout
+    return best
 
 
 def model_weight_bytes(model: ModelFacts, fmt: WeightFormat, mtp: bool = False) -> int:
@@ -93,7 +113,7 @@ def _plan_only(model: ModelFacts, cluster: ClusterShape, request: PlanRequest) -
                 f"{cluster.devices}",
             )
     ranked = tuple(sorted(layouts, key=_rank_key))
-    best = ranked[0] if ranked and ranked[0].feasible else None
+    best = _pick(ranked)
     return Plan(
         model=model,
         cluster=cluster,
@@ -126,8 +146,14 @@ def _alternatives(
             cluster,
             replace(request, parallel=None),
         )
-    smaller = [f for f in FORMATS.values() if f.bits < fmt.bits and f.name != "fp16"]
-    for f in sorted(smaller, key=lambda f: -f.bits):
+    # Another format: any that runs here when the asked one does not, else a smaller one.
+    runs = fmt.unsupported_reason(cluster.device) is None
+    others = [
+        f
+        for f in FORMATS.values()
+        if f.name not in {fmt.name, "fp16"} and (f.bits < fmt.bits or not runs)
+    ]
+    for f in sorted(others, key=lambda f: -f.bits):
         if f.unsupported_reason(cluster.device) is None and attempt(
             f"weights in {f.name} ({f.description})",
             cluster,
