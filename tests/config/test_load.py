@@ -52,8 +52,16 @@ def test_reference_plan_shape() -> None:
         ),
         ([1, 2], "(top level): expected a mapping with a `models` list"),
     ],
-    ids=["unknown-key", "wrong-type", "negative-replicas", "missing-path", "no-models",
-         "bad-engine", "duplicate-name", "not-a-mapping"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "negative-replicas",
+        "missing-path",
+        "no-models",
+        "bad-engine",
+        "duplicate-name",
+        "not-a-mapping",
+    ],
 )
 def test_bad_config_names_the_field(data: object, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -64,8 +72,9 @@ def test_bad_config_names_the_field(data: object, expected: str) -> None:
 def test_local_folder_without_config_json(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         validate({"models": [{"name": "m", "source": str(tmp_path)}]})
-    assert info.value.problems[0].endswith("has no config.json (give a folder holding "
-                                           "config.json, a hub id, or `bundled`)")
+    assert info.value.problems[0].endswith(
+        "has no config.json (give a folder holding config.json, a hub id, or `bundled`)"
+    )
 
 
 def test_invalid_yaml_reports_line(tmp_path: Path) -> None:

@@ -86,8 +86,8 @@ class Supervisor:
                     reason = await self._watch(exited)
                     if time.time() - ready_at >= self._policy.stable_after_s:
                         backoff = self._policy.backoff_initial_s
-                if not exited.done():
-                    await proc.stop(self._policy.stop_grace_s)
+                # Also when it exited by itself: its workers may still hold the group.
+                await proc.stop(self._policy.stop_grace_s)
                 exited.cancel()
             if self._stop.is_set():
                 break

@@ -1,0 +1,111 @@
+"""End-to-end fixtures: a real `deepfleet up` with vLLM's CPU build on the bundled model."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from deepfleet.fleet.ports import free_port
+
+DEEPFLEET = [sys.executable, "-m", "deepfleet"]
+MODEL = "SmolLM2-135M-Instruct"
+START_TIMEOUT_S = 420
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DEEPFLEET, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def status_json(state_dir: Path) -> dict[str, object]:
+    r = cli("status", "--json", "--state-dir", str(state_dir))
+    assert r.returncode == 0, r.stderr
+    return dict(json.loads(r.stdout))
+
+
+def wait_ready(
+    state_dir: Path,
+    proc: subprocess.Popen[bytes] | None,
+    log: Path,
+    timeout: float = START_TIMEOUT_S,
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"deepfleet up exited {proc.returncode}:\n{log.read_text()}")
+        st = status_json(state_dir)
+        reps = st.get("replicas") or []
+        gw = st.get("gateway") or {}
+        assert isinstance(reps, list) and isinstance(gw, dict)
+        if reps and gw.get("state") == "ready" and all(r["state"] == "ready" for r in reps):
+            return st
+        time.sleep(1)
+    raise AssertionError(f"fleet not ready in {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class Fleet:
+    url: str
+    state_dir: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    seen: set[int] = field(default_factory=set)
+
+    def snapshot_tree(self) -> None:
+        """Remember every process under `deepfleet up`, to check later that none survives."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            self.seen |= {p.pid for p in root.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pass
+
+    def survivors(self) -> list[str]:
+        alive = []
+        for pid in self.seen | {self.proc.pid}:
+            try:
+                p = psutil.Process(pid)
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{pid} {' '.join(p.cmdline())[:100]}")
+            except psutil.NoSuchProcess:
+                continue
+        return alive
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    state_dir = tmp_path_factory.mktemp("fleet")
+    port = free_port()
+    log = state_dir / "up.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [*DEEPFLEET, "up", "--state-dir", str(state_dir), "--port", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    f = Fleet(f"http://127.0.0.1:{port}", state_dir, proc, log)
+    try:
+        wait_ready(state_dir, proc, log)
+        f.snapshot_tree()
+        yield f
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for pid in f.seen:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from deepfleet.fleet.ports import free_port
+from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus, write_state
+from deepfleet.gateway.app import Gateway, GatewaySettings
+from deepfleet.gateway.endpoints import EndpointTable
+from tests.helpers.fake_engine import FakeEngine
+
+MODEL = "tiny"
+
+
+@dataclass
+class Rig:
+    url: str
+    engines: list[FakeEngine]
+    state_path: Path
+    gateway: Gateway
+
+    def publish(self, ready: list[bool] | None = None) -> None:
+        ready = ready or [True] * len(self.engines)
+        state = FleetState(
+            controller_pid=1, gateway_url=self.url, models=[ModelRoute(MODEL, "round_robin")]
+        )
+        for i, (e, ok) in enumerate(zip(self.engines, ready, strict=True)):
+            state.replicas.append(
+                ReplicaStatus(
+                    replica_id=f"{MODEL}-{i}",
+                    model=MODEL,
+                    engine="fake",
+                    url=e.url,
+                    state=ReplicaState.READY if ok else ReplicaState.RESTARTING,
+                )
+            )
+        write_state(self.state_path, state)
+        self.gateway.table.refresh()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    """A gateway on a real socket in front of two fake engines."""
+    fakes = [FakeEngine(f"e{i}") for i in range(2)]
+    for f in fakes:
+        await f.start()
+    state_path = tmp_path / "fleet.json"
+    gateway = Gateway(EndpointTable(state_path), GatewaySettings(read_timeout_s=5))
+    port = free_port()
+    rig = Rig(f"http://127.0.0.1:{port}", fakes, state_path, gateway)
+    rig.publish()
+    config = uvicorn.Config(gateway.app(), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    yield rig
+    server.should_exit = True
+    await task
+    for f in fakes:
+        await f.stop()
