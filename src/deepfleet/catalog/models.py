@@ -122,13 +122,16 @@ def from_hf_config(config: Mapping[str, Any], name: str) -> ModelFacts:
             v_head_dim=int(config["v_head_dim"]),
         )
     moe = None
-    routed = config.get("n_routed_experts") or config.get("num_experts")
+    # DeepSeek: n_routed_experts; Mixtral: num_local_experts (expert width = intermediate_size).
+    routed = config.get("n_routed_experts") or config.get("num_local_experts")
     if routed:
         moe = MoeFacts(
             routed_experts=int(routed),
             experts_per_token=int(config["num_experts_per_tok"]),
             shared_experts=int(config.get("n_shared_experts") or 0),
-            expert_intermediate_size=int(config["moe_intermediate_size"]),
+            expert_intermediate_size=int(
+                config.get("moe_intermediate_size") or config["intermediate_size"]
+            ),
             first_dense_layers=int(config.get("first_k_dense_replace", 0)),
             layer_freq=int(config.get("moe_layer_freq", 1)),
         )

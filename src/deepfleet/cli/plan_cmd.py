@@ -52,9 +52,9 @@ def _plan_from_options(
     model: str | None, gpu: str | None, nodes: int | None, per_node: int | None, **values: Any
 ) -> Plan:
     if model is None:
-        fail("give --model (a catalog name or a folder holding config.json), or -f fleet.yaml")
+        fail("give --model (a catalog name or a folder holding config.json), or -f fleet.yaml", 2)
     if gpu is None:
-        fail("give the hardware: --gpu G [--gpus-per-node N] [--nodes K], or -f fleet.yaml")
+        fail("give the hardware: --gpu G [--gpus-per-node N] [--nodes K], or -f fleet.yaml", 2)
     device = get_device(gpu)
     default_per_node = 1 if device.vendor == "cpu" else 8
     cluster = ClusterShape(device, nodes or 1, per_node or default_per_node)

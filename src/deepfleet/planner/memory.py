@@ -98,26 +98,38 @@ def is_moe_layer(m: ModelFacts, i: int) -> bool:
     return m.moe is not None and i >= m.moe.first_dense_layers and i % m.moe.layer_freq == 0
 
 
+def stage_layer_counts(m: ModelFacts, pp: int, stage: int) -> tuple[int, int]:
+    """(dense, MoE) decoder layers on PP stage `stage`."""
+    parts = stage_layers(m.num_layers, pp)
+    start = sum(parts[:stage])
+    moe = sum(1 for i in range(start, start + parts[stage]) if is_moe_layer(m, i))
+    return parts[stage] - moe, moe
+
+
+def _sum_bytes(
+    tensors: tuple[Tensor, ...], fmt: WeightFormat, m: ModelFacts, par: Parallelism
+) -> float:
+    return sum(device_bytes(t, fmt, m, par) for t in tensors)
+
+
 def stage_weight_bytes(
     m: ModelFacts, inv: Inventory, fmt: WeightFormat, par: Parallelism, stage: int, mtp: bool
 ) -> int:
     """Weight bytes on one device of PP stage `stage` (embeddings on the first stage, final
     norm and lm_head on the last; a tied head is a second copy when pp > 1; MTP on the last)."""
-    parts = stage_layers(m.num_layers, par.pp)
-    start = sum(parts[:stage])
-    tensors: list[Tensor] = []
-    for i in range(start, start + parts[stage]):
-        tensors += inv.moe_layer if is_moe_layer(m, i) else inv.dense_layer
-    last = stage == par.pp - 1
+    dense, moe = stage_layer_counts(m, par.pp, stage)
+    total = dense * _sum_bytes(inv.dense_layer, fmt, m, par)
+    total += moe * _sum_bytes(inv.moe_layer, fmt, m, par)
     if stage == 0:
-        tensors += inv.embed
-    if last:
-        tensors += inv.head
+        total += _sum_bytes(inv.embed, fmt, m, par)
+    if stage == par.pp - 1:
+        total += _sum_bytes(inv.head, fmt, m, par)
         if m.tie_word_embeddings and par.pp > 1:
-            tensors += inv.embed
+            total += _sum_bytes(inv.embed, fmt, m, par)
         if mtp:
-            tensors += (inv.mtp_extra + (inv.moe_layer or inv.dense_layer)) * inv.mtp_layers
-    return int(sum(device_bytes(t, fmt, m, par) for t in tensors))
+            mtp_layer = inv.mtp_extra + (inv.moe_layer or inv.dense_layer)
+            total += inv.mtp_layers * _sum_bytes(mtp_layer, fmt, m, par)
+    return int(total)
 
 
 def activation_bytes(

@@ -183,14 +183,21 @@ def _alternatives(
     return found
 
 
-def plan(model: ModelFacts, cluster: ClusterShape, request: PlanRequest | None = None) -> Plan:
+def plan(
+    model: ModelFacts,
+    cluster: ClusterShape,
+    request: PlanRequest | None = None,
+    *,
+    alternatives: bool = True,
+) -> Plan:
     """Every layout of `model` on `cluster`, ranked, with a recommendation.
 
     When no layout fits, `Plan.recommended` is None and `Plan.alternatives` lists the
-    nearest changes that would fit (each with the layout it would get).
+    nearest changes that would fit (each with the layout it would get); `alternatives=False`
+    skips that search (it plans the model up to a few dozen more times).
     """
     request = request or PlanRequest()
     result = _plan_only(model, cluster, request)
-    if result.recommended is not None:
+    if result.recommended is not None or not alternatives:
         return result
     return replace(result, alternatives=tuple(_alternatives(model, cluster, request)))

@@ -28,7 +28,7 @@ from deepfleet.catalog.hardware import Device
 from deepfleet.catalog.models import ModelFacts
 from deepfleet.planner.formats import WeightFormat
 from deepfleet.planner.kv import kv_bytes_per_token_layer, stage_layers
-from deepfleet.planner.memory import Parallelism, device_bytes, is_moe_layer
+from deepfleet.planner.memory import Parallelism, device_bytes, stage_layer_counts
 from deepfleet.planner.params import Shard, inventory
 
 NETWORK_HOP_S = 20e-6
@@ -100,23 +100,18 @@ def _stage_time(
     inv = inventory(m)
     parts = stage_layers(m.num_layers, par.pp)
     layers = max(parts)
-    first = sum(parts[: parts.index(layers)])
+    dense_layers, moe_layers = stage_layer_counts(m, par.pp, parts.index(layers))
     moe_tokens = batch * par.attn_dp
     weight_bytes = 0.0
     flops = 0.0
-    moe_layers = sum(1 for i in range(first, first + layers) if is_moe_layer(m, i))
-    for i in range(first, first + layers):
-        tensors = inv.moe_layer if is_moe_layer(m, i) else inv.dense_layer
+    for tensors, count in ((inv.dense_layer, dense_layers), (inv.moe_layer, moe_layers)):
         for t in tensors:
-            size = device_bytes(t, fmt, m, par)
+            size = device_bytes(t, fmt, m, par) * count
             params = t.params * size / max(fmt.tensor_bytes(t), 1)
             if t.shard is Shard.EXPERT and m.moe is not None:
                 e = m.moe
-                weight_bytes += (
-                    size
-                    * experts_touched(e.routed_experts, e.experts_per_token, moe_tokens)
-                    / e.routed_experts
-                )
+                touched = experts_touched(e.routed_experts, e.experts_per_token, moe_tokens)
+                weight_bytes += size * touched / e.routed_experts
                 flops += 2 * moe_tokens * e.experts_per_token * params / e.routed_experts
             else:
                 weight_bytes += size

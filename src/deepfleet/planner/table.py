@@ -60,7 +60,7 @@ def smallest_cluster(model: ModelFacts, device_name: str, concurrency: int) -> s
     device = get_device(device_name)
     request = PlanRequest(max_model_len=TRACE_TOKENS, concurrency=concurrency)
     for nodes, per_node in _SHAPES:
-        result = plan(model, ClusterShape(device, nodes, per_node), request)
+        result = plan(model, ClusterShape(device, nodes, per_node), request, alternatives=False)
         if result.recommended is not None:
             best = result.recommended
             return f"{best.devices_used}" + (f" ({nodes}x{per_node})" if nodes > 1 else "")
