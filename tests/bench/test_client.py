@@ -4,8 +4,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from bench.conftest import FakeEngine
 from deepfleet.bench.client import OpenAIClient, RequestSpec, build_payload
+from tests.bench.conftest import FakeEngine
 
 Serve = Callable[[FakeEngine], Awaitable[str]]
 

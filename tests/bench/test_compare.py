@@ -4,12 +4,12 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from bench.conftest import FakeEngine
 from deepfleet.bench.client import RequestSpec
 from deepfleet.bench.compare import Target, parse_target, run_compare, salted, slices
 from deepfleet.bench.report import compare_dict, compare_markdown, ratios
 from deepfleet.bench.runner import LoadShape
 from deepfleet.bench.workloads import build_workload
+from tests.bench.conftest import FakeEngine
 
 Serve = Callable[[FakeEngine], Awaitable[str]]
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from deepfleet.cli import bench_cmd, chat_cmd, config_cmds, fleet_cmds, models_cmds, plan_cmd
+from deepfleet.cli import (
+    bench_cmd,
+    chat_cmd,
+    config_cmds,
+    fleet_cmds,
+    models_cmds,
+    plan_cmd,
+    sim_cmd,
+)
 
 app = typer.Typer(
     name="deepfleet",
@@ -15,7 +23,7 @@ app = typer.Typer(
 )
 
 # Each module exposes register(app). Add new command modules to this tuple.
-for _module in (fleet_cmds, config_cmds, models_cmds, chat_cmd, bench_cmd, plan_cmd):
+for _module in (fleet_cmds, config_cmds, models_cmds, chat_cmd, bench_cmd, plan_cmd, sim_cmd):
     _module.register(app)
 
 
