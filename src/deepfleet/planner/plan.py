@@ -63,7 +63,8 @@ class Plan:
 def _rank_key(layout: Layout) -> tuple[int, float, int, int]:
     if layout.feasible:
         return (0, -layout.decode_tokens_per_s, layout.devices_used, layout.tp)
-    return (1, 0.0, -layout.devices_per_replica, layout.tp)  # closest to fitting first
+    # Closest to fitting first: the largest replicas, then the lightest devices.
+    return (1, 0.0, -layout.devices_per_replica, layout.memory.weights)
 
 
 def _pick(ranked: tuple[Layout, ...]) -> Layout | None:
