@@ -12,6 +12,8 @@ from deepfleet.fleet.ports import free_port
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus, write_state
 from deepfleet.gateway.app import Gateway, GatewaySettings
 from deepfleet.gateway.endpoints import EndpointTable
+from deepfleet.gateway.keys import KeyStore
+from deepfleet.gateway.limits import TokenBuckets
 from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "tiny"
@@ -50,7 +52,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     for f in fakes:
         await f.start()
     state_path = tmp_path / "fleet.json"
-    gateway = Gateway(EndpointTable(state_path), GatewaySettings(read_timeout_s=5))
+    gateway = Gateway(EndpointTable(state_path), KeyStore(tmp_path / "keys.db"),
+                      TokenBuckets(tmp_path / "usage.db"), GatewaySettings(read_timeout_s=5))
     port = free_port()
     rig = Rig(f"http://127.0.0.1:{port}", fakes, state_path, gateway)
     rig.publish()

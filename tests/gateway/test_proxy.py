@@ -136,7 +136,7 @@ async def test_engine_dying_mid_stream_ends_with_error_event(rig: Rig) -> None:
     async with (
         aiohttp.ClientSession() as s,
         s.post(
-            rig.url + "/v1/chat/completions", json={"model": MODEL, "messages": [], "stream": True}
+            rig.url + "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}
         ) as resp,
     ):
         assert resp.status == 200
@@ -176,4 +176,4 @@ async def test_metrics_and_health(rig: Rig) -> None:
             assert resp.status == 200
         async with s.get(rig.url + "/ready") as resp:
             assert (await resp.json()) == {"ready": True, "models": {MODEL: 2}}
-    assert f'deepfleet_requests_total{{model="{MODEL}",status="200"}} 1.0' in text
+    assert f'deepfleet_requests_total{{key="anonymous",model="{MODEL}",status="200"}} 1.0' in text

@@ -97,10 +97,41 @@ class ClusterSpec(Strict):
     network: NetworkSpec = Field(default_factory=NetworkSpec)
 
 
+class AdmissionSpec(Strict):
+    max_in_flight: int = Field(
+        1024, ge=1, description="Requests each gateway worker sends upstream at once."
+    )
+    max_queue: int = Field(
+        1024, ge=0, description="Requests each worker holds waiting; beyond it: 429 + Retry-After."
+    )
+    queue_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait in the queue; then 503 (no capacity)."
+    )
+
+
 class GatewaySpec(Strict):
     host: str = Field("127.0.0.1", description="Address the gateway binds; loopback unless set.")
     port: int = Field(8000, ge=1, le=65535, description="Gateway port.")
     workers: int = Field(1, ge=1, le=64, description="Gateway processes sharing the port.")
+    keys_db: Path | None = Field(
+        None, description="SQLite file of API keys and limits; None: keys.db in the state dir."
+    )
+    metrics_token: str | None = Field(
+        None, description="Bearer token that /metrics requires; None: /metrics is open."
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body; larger ones get 413."
+    )
+    read_timeout_s: float = Field(
+        600.0, gt=0, description="Longest silence from an engine before the request fails."
+    )
+    drain_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    reasoning_cap: int | None = Field(
+        None, ge=1, description="Default cap on reasoning chunks (thinking tokens) per request."
+    )
+    admission: AdmissionSpec = Field(default_factory=AdmissionSpec)
 
 
 class FleetConfig(Strict):

@@ -30,6 +30,8 @@ from deepfleet.fleet.state import (
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
 
 LOCK_FILE = "controller.lock"
+GATEWAY_SETTINGS = "gateway.json"
+KEYS_DB = "keys.db"
 
 
 class FleetAlreadyRunning(Exception):
@@ -52,9 +54,23 @@ def acquire_lock(state_dir: Path) -> IO[str]:
     return handle
 
 
-def gateway_launch(cfg: FleetConfig, state_file: Path, python: str = sys.executable) -> LaunchSpec:
+def write_gateway_settings(cfg: FleetConfig, state_dir: Path) -> Path:
+    """The gateway's section of the config, with the keys database resolved, for the gateway
+    process to read at start."""
+    spec = cfg.gateway.model_copy(update={"keys_db": keys_db_path(cfg, state_dir)})
+    path = state_dir / GATEWAY_SETTINGS
+    path.write_text(spec.model_dump_json(indent=1))
+    return path
+
+
+def keys_db_path(cfg: FleetConfig, state_dir: Path) -> Path:
+    return (cfg.gateway.keys_db or state_dir / KEYS_DB).expanduser().resolve()
+
+
+def gateway_launch(cfg: FleetConfig, state_dir: Path, python: str = sys.executable) -> LaunchSpec:
     g = cfg.gateway
-    argv = [python, "-m", "deepfleet.gateway", "--state-file", str(state_file),
+    argv = [python, "-m", "deepfleet.gateway", "--state-file", str(state_dir / STATE_FILE),
+            "--settings", str(write_gateway_settings(cfg, state_dir)),
             "--host", g.host, "--port", str(g.port), "--workers", str(g.workers)]  # fmt: skip
     return LaunchSpec(argv=argv)
 
@@ -63,6 +79,11 @@ def local_url(host: str, port: int) -> str:
     """The URL to reach a server on this machine, also when it binds every address."""
     reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     return f"http://{reach}:{port}"
+
+
+def max_model_len(model: str, plans: list[ReplicaPlan]) -> int | None:
+    lens = [p.max_model_len for p in plans if p.model.name == model and p.max_model_len]
+    return min(lens) if lens else None
 
 
 class Controller:
@@ -82,7 +103,9 @@ class Controller:
         self.state = FleetState(
             controller_pid=os.getpid(),
             gateway_url=gw_url,
-            models=[ModelRoute(m.name, m.routing) for m in cfg.models],
+            models=[
+                ModelRoute(m.name, m.routing, max_model_len(m.name, plans)) for m in cfg.models
+            ],
         )
         self._probe = HttpProbe()
         self.supervisors: list[Supervisor] = []

@@ -54,6 +54,7 @@ class ReplicaStatus:
 class ModelRoute:
     name: str
     routing: str
+    max_model_len: int | None = None
 
 
 @dataclass

@@ -1,9 +1,8 @@
-"""The gateway ASGI app: OpenAI surface, routing, and a streaming proxy that passes engine bytes
-through unchanged.
+"""The gateway ASGI app: OpenAI surface, keys, limits and admission in front of the proxy.
 
-Only what routing needs is parsed from a request (model, stream); the body goes upstream as
-received. A replica that fails before the first byte is ejected and the next one is tried; once
-bytes went to the client a failure ends the stream with an SSE error event and [DONE].
+Order of checks for /v1 generation routes: body size (413), key (401), request fields (400),
+model (404), key's models (403), requests/min and tokens/min (429), key concurrency (429),
+admission queue (429 full / 503 timeout), a ready replica (503), then the proxy.
 """
 
 from __future__ import annotations
@@ -15,50 +14,58 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-import msgspec
-from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from deepfleet.gateway import requests
+from deepfleet.gateway.admin import AdminRoutes
+from deepfleet.gateway.auth import Authenticator, AuthError, Principal
 from deepfleet.gateway.endpoints import EndpointTable
-from deepfleet.gateway.errors import error_response, sse_error
+from deepfleet.gateway.errors import error_response
+from deepfleet.gateway.keys import KeyStore
+from deepfleet.gateway.limits import Admission, KeyConcurrency, TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
-from deepfleet.routing import RouteRequest, RoutingPolicy, build_policy
-
-UPSTREAM_HEADERS = {"Content-Type": "application/json"}
-
-
-class RoutedFields(msgspec.Struct):
-    """The only fields the gateway reads; the rest of the body is the engine's business."""
-
-    model: str
-    stream: bool = False
+from deepfleet.gateway.openapi import openapi_spec
+from deepfleet.gateway.proxy import Forward, Outcome, Proxy
+from deepfleet.routing import RoutingPolicy, build_policy
 
 
 @dataclass(frozen=True)
 class GatewaySettings:
     max_body_bytes: int = 8 * 1024 * 1024
     connect_timeout_s: float = 5.0
-    # Longest silence between two chunks (or before the headers) from an engine.
-    read_timeout_s: float = 600.0
+    read_timeout_s: float = 600.0  # longest silence from an engine
     refresh_s: float = 0.2
+    metrics_token: str | None = None
+    reasoning_cap: int | None = None
+    max_in_flight: int = 1024
+    max_queue: int = 1024
+    queue_timeout_s: float = 30.0
 
 
 class Gateway:
     def __init__(
         self,
         table: EndpointTable,
+        keys: KeyStore,
+        buckets: TokenBuckets,
         settings: GatewaySettings = GatewaySettings(),
         metrics: GatewayMetrics | None = None,
     ) -> None:
         self.table = table
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
+        self.auth = Authenticator(keys)
+        self.buckets = buckets
+        self.concurrency = KeyConcurrency()
+        self.admission = Admission(
+            settings.max_in_flight, settings.max_queue, settings.queue_timeout_s
+        )
+        self.proxy = Proxy(table, self.metrics)
+        self.admin = AdminRoutes(keys, self.auth)
         self._policies: dict[str, RoutingPolicy] = {}
-        self._session: aiohttp.ClientSession | None = None
-        self._decoder = msgspec.json.Decoder(RoutedFields)
 
     # -- lifecycle -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -69,10 +76,10 @@ class Gateway:
             sock_connect=self.settings.connect_timeout_s,
             sock_read=self.settings.read_timeout_s,
         )
-        self._session = aiohttp.ClientSession(
+        self.proxy.session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False
         )
-        self.table.refresh()
+        self._on_refresh()
         refresher = asyncio.create_task(self._refresh_loop())
         try:
             yield
@@ -80,23 +87,28 @@ class Gateway:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
-            await self._session.close()
+            await self.proxy.session.close()
 
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.refresh_s)
-            if self.table.refresh():
-                for name, entry in self.table.models.items():
-                    self.metrics.ready_replicas.labels(name).set(len(entry.endpoints))
+            self._on_refresh()
+
+    def _on_refresh(self) -> None:
+        if self.table.refresh():
+            for name, entry in self.table.models.items():
+                self.metrics.ready_replicas.labels(name).set(len(entry.endpoints))
 
     def app(self) -> Starlette:
         routes = [
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
+            *self.admin.routes(),
         ]
         return Starlette(routes=routes, lifespan=self.lifespan)
 
@@ -110,20 +122,29 @@ class Gateway:
         return JSONResponse({"ready": ok, "models": counts}, status_code=200 if ok else 503)
 
     async def prometheus(self, request: Request) -> Response:
-        return Response(
-            generate_latest(self.metrics.registry), media_type="text/plain; version=0.0.4"
-        )
+        token = self.settings.metrics_token
+        if token and request.headers.get("authorization") != f"Bearer {token}":
+            return error_response(401, "/metrics needs the metrics token", code="unauthorized")
+        return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_spec())
 
     async def list_models(self, request: Request) -> Response:
+        who = self.auth.authenticate(request.headers.get("authorization"))
+        if isinstance(who, AuthError):
+            return error_response(who.status, who.message, code=who.code)
         data = [
             {
                 "id": name,
                 "object": "model",
                 "created": 0,
                 "owned_by": "deepfleet",
-                "ready_replicas": len(self.table.ready(name)),
+                "max_model_len": entry.max_model_len,
+                "ready_replicas": len(entry.endpoints),
             }
-            for name in self.table.models
+            for name, entry in self.table.models.items()
+            if who.key is None or who.key.allows(name)
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -133,130 +154,163 @@ class Gateway:
     async def completions(self, request: Request) -> Response:
         return await self._route(request, "/v1/completions")
 
-    # -- the proxy -------------------------------------------------------------------------
+    # -- generation routes -----------------------------------------------------------------
+    def _reject(
+        self,
+        reason: str,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> Response:
+        self.metrics.rejected.labels(reason).inc()
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return error_response(status, message, param=param, code=code, headers=headers)
+
     async def _route(self, request: Request, path: str) -> Response:
         started = time.perf_counter()
-        declared = request.headers.get("content-length")
         limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            return error_response(413, f"request body is over {limit} bytes", code="too_large")
+            return self._reject(
+                "too_large", 413, f"request body is over {limit} bytes", code="request_too_large"
+            )
+        who = self.auth.authenticate(request.headers.get("authorization"))
+        if isinstance(who, AuthError):
+            return self._reject("auth", who.status, who.message, code=who.code)
         body = await request.body()
         if len(body) > limit:
-            return error_response(413, f"request body is over {limit} bytes", code="too_large")
+            return self._reject(
+                "too_large", 413, f"request body is over {limit} bytes", code="request_too_large"
+            )
         try:
-            fields = self._decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            param = _param_of(str(exc))
-            return error_response(
-                400, f"invalid request: {exc}", param=param, code="invalid_value" if param else None
-            )
-        except msgspec.DecodeError:
-            return error_response(400, "request body is not valid JSON", code="invalid_json")
-        entry = self.table.models.get(fields.model)
-        if entry is None:
-            return error_response(
-                404,
-                f"The model `{fields.model}` does not exist.",
+            fields = requests.parse(path, body)
+            entry = self.table.models.get(fields.model)
+            if entry is None:
+                return self._reject(
+                    "unknown_model",
+                    404,
+                    f"The model `{fields.model}` does not exist.",
+                    param="model",
+                    code="model_not_found",
+                )
+            requests.check(fields, entry.max_model_len)
+        except requests.RequestError as exc:
+            return self._reject("invalid", 400, exc.message, param=exc.param, code=exc.code)
+        if who.key is not None and not who.key.allows(fields.model):
+            return self._reject(
+                "forbidden_model",
+                403,
+                f"this API key may not use `{fields.model}`",
                 param="model",
-                code="model_not_found",
+                code="model_not_allowed",
             )
-        endpoints = self.table.ready(fields.model)
+        refusal = self._limits(who)
+        if refusal is not None:
+            return refusal
+        key_id = who.key.id if who.key else ""
+        max_conc = who.key.max_concurrent if who.key else None
+        if not self.concurrency.try_enter(key_id, max_conc):
+            return self._reject(
+                "key_concurrency",
+                429,
+                f"this API key already has {max_conc} requests in flight",
+                code="concurrency_limit",
+                retry_after=1,
+            )
+        admitted = False
+        try:
+            self.metrics.queue_depth.inc()
+            verdict = await self.admission.enter()
+            self.metrics.queue_depth.dec()
+            if verdict == "full":
+                return self._reject(
+                    "queue_full",
+                    429,
+                    "the gateway queue is full; retry shortly",
+                    code="queue_full",
+                    retry_after=1,
+                )
+            if verdict == "timeout":
+                return self._reject(
+                    "no_capacity",
+                    503,
+                    f"no capacity: waited {self.settings.queue_timeout_s:g}s for an upstream slot",
+                    code="no_capacity",
+                    retry_after=1,
+                )
+            admitted = True
+            return await self._forward(path, body, fields, who, started)
+        finally:
+            if not admitted:
+                self.concurrency.leave(key_id)
+
+    def _limits(self, who: Principal) -> Response | None:
+        key = who.key
+        if key is None:
+            return None
+        if key.rpm:
+            v = self.buckets.take(key.id, "rpm", key.rpm, cost=1, need=1)
+            if not v.allowed:
+                return self._reject(
+                    "rpm",
+                    429,
+                    f"rate limit: {key.rpm} requests per minute",
+                    code="rate_limit_requests",
+                    retry_after=v.retry_after_s,
+                )
+        if key.tpm:
+            v = self.buckets.take(key.id, "tpm", key.tpm, cost=0, need=1e-9)
+            if not v.allowed:
+                return self._reject(
+                    "tpm",
+                    429,
+                    f"rate limit: {key.tpm} tokens per minute",
+                    code="rate_limit_tokens",
+                    retry_after=v.retry_after_s,
+                )
+        return None
+
+    async def _forward(
+        self, path: str, body: bytes, fields: requests.Fields, who: Principal, started: float
+    ) -> Response:
+        model = fields.model
+        key = who.key
+        key_id = key.id if key else ""
+
+        def done(outcome: Outcome) -> None:
+            self.admission.leave()
+            self.concurrency.leave(key_id)
+            self.metrics.requests.labels(model, outcome.status, who.name).inc()
+            prompt = (
+                outcome.prompt_tokens if outcome.prompt_tokens is not None else (len(body) // 4)
+            )
+            self.metrics.prompt_tokens.labels(model).inc(prompt)
+            self.metrics.output_tokens.labels(model).inc(outcome.output_tokens)
+            if key is not None and key.tpm:
+                self.buckets.take(
+                    key.id, "tpm", key.tpm, cost=prompt + outcome.output_tokens, need=-1e18
+                )
+
+        endpoints = self.table.ready(model)
         if not endpoints:
-            self.metrics.requests.labels(fields.model, "503").inc()
+            done(Outcome("503", 0, 0))
             return error_response(
                 503,
-                f"no ready replica for model `{fields.model}`; retry shortly",
+                f"no ready replica for model `{model}`; retry shortly",
                 code="no_ready_replica",
                 headers={"Retry-After": "1"},
             )
-        policy = self._policies.get(fields.model)
+        entry = self.table.models[model]
+        policy = self._policies.get(model)
         if policy is None or policy.name != entry.routing:
-            policy = self._policies[fields.model] = build_policy(entry.routing)
-        assert self._session is not None
-        last_error = "no replica answered"
-        for attempt, ep in enumerate(policy.order(RouteRequest(fields.model, body), endpoints)):
-            if attempt:
-                self.metrics.retries.labels(fields.model).inc()
-            try:
-                upstream = await self._session.post(
-                    ep.url + path, data=body, headers=UPSTREAM_HEADERS
-                )
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last_error = f"replica {ep.replica_id}: {type(exc).__name__}"
-                self.table.eject(ep.replica_id)
-                self.metrics.ejections.labels(ep.replica_id).inc()
-                continue
-            if upstream.status >= 500 and attempt + 1 < len(endpoints):
-                last_error = f"replica {ep.replica_id}: HTTP {upstream.status}"
-                upstream.close()
-                continue
-            return await self._respond(upstream, fields, ep.replica_id, started)
-        self.metrics.requests.labels(fields.model, "503").inc()
-        return error_response(
-            503,
-            f"every replica of `{fields.model}` failed ({last_error}); retry shortly",
-            code="upstream_unavailable",
-            headers={"Retry-After": "1"},
+            policy = self._policies[model] = build_policy(entry.routing)
+        cap = (
+            getattr(fields, "reasoning_cap", None)
+            or (key.reasoning_cap if key else None)
+            or (self.settings.reasoning_cap)
         )
-
-    async def _respond(
-        self, upstream: aiohttp.ClientResponse, fields: RoutedFields, replica: str, started: float
-    ) -> Response:
-        model = fields.model
-        self.table.in_flight[replica] += 1
-        self.metrics.in_flight.labels(replica).inc()
-
-        def done(status: str) -> None:
-            self.table.in_flight[replica] -= 1
-            self.metrics.in_flight.labels(replica).dec()
-            self.metrics.requests.labels(model, status).inc()
-            self.metrics.e2e.labels(model).observe(time.perf_counter() - started)
-
-        content_type = upstream.headers.get("Content-Type", "application/json")
-        if not (fields.stream and upstream.status == 200):
-            try:
-                data = await upstream.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                upstream.close()
-                done("502")
-                return error_response(
-                    502,
-                    f"replica {replica} failed while answering: {type(exc).__name__}",
-                    code="upstream_error",
-                )
-            upstream.release()
-            self.metrics.ttft.labels(model).observe(time.perf_counter() - started)
-            done(str(upstream.status))
-            return Response(data, status_code=upstream.status, media_type=content_type)
-
-        async def relay() -> AsyncIterator[bytes]:
-            status = "200"
-            first = True
-            try:
-                async for chunk in upstream.content.iter_any():
-                    if first:
-                        self.metrics.ttft.labels(model).observe(time.perf_counter() - started)
-                        first = False
-                    yield chunk
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                status = "502"
-                yield sse_error(f"replica {replica} failed mid-stream: {type(exc).__name__}")
-            except BaseException:
-                status = "499"  # client went away: closing the upstream aborts the request
-                raise
-            finally:
-                upstream.close()
-                done(status)
-
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(relay(), status_code=200, media_type=content_type, headers=headers)
-
-
-def _param_of(message: str) -> str | None:
-    """msgspec says `... - at `$.model``; OpenAI names the parameter."""
-    marker = "at `$."
-    if marker in message:
-        return message.split(marker, 1)[1].split("`", 1)[0].split("[", 1)[0]
-    if "missing required field `" in message:
-        return message.split("missing required field `", 1)[1].split("`", 1)[0]
-    return None
+        req = Forward(path, body, model, bool(fields.stream), who.name, cap, started)
+        return await self.proxy.forward(req, policy, endpoints, done)
