@@ -13,6 +13,9 @@ def test_default_config_plans_the_bundled_model_on_the_cpu() -> None:
     assert cluster_for(cfg).device.name == "CPU"
     assert model_facts_for(cfg.models[0]).num_layers == 30
     assert result.recommended is not None and result.recommended.kv_cache_space_gib == 4
+    # Served in float32 (the bundled model's engine default): weights and KV at 4 bytes.
+    assert result.weight_format.name == "fp32"
+    assert result.kv_bytes_per_token == 2 * 30 * 3 * 64 * 4
 
 
 def test_spec_fields_and_engine_args_become_the_request() -> None:

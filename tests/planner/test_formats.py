@@ -26,6 +26,7 @@ EMBED = Tensor("embed", 129280, 7168, Shard.SPLIT, quantizable=False)
         ("fp8", EXPERT, 256 * (2048 * 7168 + 16 * 56 * 4)),
         ("fp8", EMBED, 129280 * 7168 * 2),  # embeddings stay bf16
         ("int4", EMBED, 129280 * 7168 * 2),
+        ("fp32", LINEAR, 4096 * 4096 * 4),  # vLLM --dtype float32
     ],
 )
 def test_tensor_bytes(fmt: str, tensor: Tensor, expected: int) -> None:
@@ -63,7 +64,7 @@ def test_format_names(spelling: str | None, shipped: str, name: str) -> None:
 
 
 def test_unknown_format_lists_known() -> None:
-    with pytest.raises(ValueError, match="bf16, fp16, fp8, int8, int4"):
+    with pytest.raises(ValueError, match="bf16, fp16, fp32, fp8, int8, int4"):
         get_format("nf4", "bf16")
 
 
@@ -89,6 +90,8 @@ def test_fp8_on_ampere_carries_a_note() -> None:
     assert get_format("fp8", "bf16").note(get_device("H100")) is None
 
 
-@pytest.mark.parametrize(("kv", "size"), [("auto", 2), ("bf16", 2), ("fp8", 1), ("fp8_e5m2", 1)])
+@pytest.mark.parametrize(
+    ("kv", "size"), [("auto", 2), ("bf16", 2), ("fp8", 1), ("fp8_e5m2", 1), ("float32", 4)]
+)
 def test_kv_dtype_bytes(kv: str, size: int) -> None:
     assert kv_dtype_bytes(kv) == size

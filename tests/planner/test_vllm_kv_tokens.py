@@ -15,7 +15,9 @@ import pytest
 
 from deepfleet.catalog import bundled
 from deepfleet.catalog.models import load_model_facts
-from deepfleet.planner import cpu_kv_capacity
+from deepfleet.config import ModelSpec, default_config
+from deepfleet.planner import cpu_kv_capacity, kv_dtype_bytes
+from deepfleet.planner.fleet import plan_model
 
 KV_SPACE_GIB = 1
 MAX_MODEL_LEN = 2048
@@ -30,12 +32,15 @@ def _free_port() -> int:
 
 
 def _logged_kv_tokens(model_dir: Path, log: Path) -> int:
-    """Start vLLM's API server, return the KV tokens it logs, and stop its process group."""
+    """Start vLLM's API server as deepfleet serves the bundled model (its engine defaults:
+    float32), return the KV tokens it logs, and stop its process group."""
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--port", str(_free_port()), "--host", "127.0.0.1",
         "--enforce-eager", "--max-model-len", str(MAX_MODEL_LEN),
     ]  # fmt: skip
+    for key, value in bundled.ENGINE_DEFAULTS.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(KV_SPACE_GIB), "HF_HUB_OFFLINE": "1"}
     with log.open("wb") as sink:
         proc = subprocess.Popen(
@@ -66,8 +71,17 @@ def _logged_kv_tokens(model_dir: Path, log: Path) -> int:
 def test_predicted_kv_tokens_match_vllm_cpu(tmp_path: Path) -> None:
     pytest.importorskip("vllm")
     model = bundled.prepare()
+    spec = ModelSpec(
+        name="bundled",
+        max_model_len=MAX_MODEL_LEN,
+        engine_env={"VLLM_CPU_KVCACHE_SPACE": str(KV_SPACE_GIB)},
+    )
+    layout = plan_model(default_config(), spec).recommended
+    assert layout is not None
+    # The plan from fleet.yaml and the direct function agree on the folder's config.json.
     facts = load_model_facts(str(model.path))
-    predicted = cpu_kv_capacity(facts, KV_SPACE_GIB, MAX_MODEL_LEN)
+    direct = cpu_kv_capacity(facts, KV_SPACE_GIB, MAX_MODEL_LEN, dtype_bytes=kv_dtype_bytes("fp32"))
+    assert direct.logged_tokens == layout.kv_tokens
     measured = _logged_kv_tokens(model.path, tmp_path / "vllm.log")
-    print(f"KV tokens: predicted {predicted.logged_tokens:,}, vLLM logged {measured:,}")
-    assert abs(predicted.logged_tokens - measured) / measured < 0.03
+    print(f"KV tokens: predicted {layout.kv_tokens:,}, vLLM logged {measured:,}")
+    assert abs(layout.kv_tokens - measured) / measured < 0.03

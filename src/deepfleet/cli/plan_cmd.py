@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
             "concurrency": concurrency,
             "cpu_kv_space_gib": kv_space,
         }
-        formats = [f for f in FORMATS if f != "fp16"] if dtype == "all" else [dtype]
+        formats = [f for f in FORMATS if f not in {"fp16", "fp32"}] if dtype == "all" else [dtype]
         try:
             if file is not None:
                 plans = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deepfleet.catalog import bundled
 from deepfleet.catalog.hardware import get_device
 from deepfleet.catalog.models import ModelFacts, load_model_facts
 from deepfleet.config.schema import FleetConfig, ModelSpec, ParallelSpec
@@ -40,11 +41,20 @@ def _int(args: dict[str, Any], key: str) -> int | None:
 
 
 def request_for(spec: ModelSpec) -> PlanRequest:
-    """The plan request a model entry makes: its fixed choices, None for the rest."""
-    args = {k.replace("-", "_"): v for k, v in spec.engine_args.items()}
-    weight_format = spec.dtype
+    """The plan request a model entry makes: its fixed choices, None for the rest.
+
+    vLLM's `--dtype float32` (the bundled model's engine default) stores the weights and,
+    with `kv_cache_dtype auto`, the KV cache in float32: 4 bytes each.
+    """
+    defaults = bundled.ENGINE_DEFAULTS if spec.is_bundled else {}
+    args = {k.replace("-", "_"): v for k, v in {**defaults, **spec.engine_args}.items()}
+    float32 = str(args.get("dtype", "")).lower() in {"float32", "float"}
+    weight_format = spec.dtype or ("fp32" if float32 else None)
     if weight_format is None and isinstance(args.get("quantization"), str):
         weight_format = _QUANTIZATION_FORMATS.get(args["quantization"].lower())
+    kv_dtype = spec.kv_cache_dtype or str(args.get("kv_cache_dtype", "auto"))
+    if float32 and kv_dtype == "auto":
+        kv_dtype = "float32"
     parallel = None
     if isinstance(spec.parallel, ParallelSpec):
         p = spec.parallel
@@ -53,7 +63,7 @@ def request_for(spec: ModelSpec) -> PlanRequest:
     kv_space = spec.engine_env.get("VLLM_CPU_KVCACHE_SPACE")
     return PlanRequest(
         weight_format=weight_format,
-        kv_dtype=spec.kv_cache_dtype or str(args.get("kv_cache_dtype", "auto")),
+        kv_dtype=kv_dtype,
         max_model_len=spec.max_model_len,
         gpu_memory_utilization=float(utilization) if utilization is not None else None,
         max_num_batched_tokens=_int(args, "max_num_batched_tokens"),

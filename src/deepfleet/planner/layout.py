@@ -218,6 +218,7 @@ def evaluate(
         kv_dtype_bytes=kv_bytes,
         mtp=request.mtp,
         enforce_eager=request.enforce_eager,
+        activation_element_bytes=2 if fmt.quantized else fmt.dense_bytes,
     )
     mem = device_memory(m, fmt, device, par, inputs)
     block = request.block_size or (cpu_block_size(m) if is_cpu else GPU_BLOCK_SIZE)

@@ -133,16 +133,17 @@ def stage_weight_bytes(
 
 
 def activation_bytes(
-    m: ModelFacts, par: Parallelism, batched_tokens: int, max_num_seqs: int
+    m: ModelFacts, par: Parallelism, batched_tokens: int, max_num_seqs: int, element_bytes: int = 2
 ) -> int:
     """Peak activation of the profile pass on one device.
 
-    Forward, per batched token in bf16: the residual stream and its normed copies (4 x hidden)
-    plus the larger of the attention tensors (q, k, v and output of this rank's heads; MLA
-    rebuilds full-width K and V for prefill) and the MLP tensors (gate+up and activation:
-    3 x intermediate / TP; MoE: top-k x (3 x expert_intermediate / TP + hidden), times
-    MOE_WORKSPACE_FACTOR). Sampler: max_num_seqs rows of vocab/TP fp32 logits, SAMPLER_COPIES
-    times. The two passes run one after the other, so the peak is the larger.
+    Forward, per batched token, in elements of `element_bytes` (2: bf16, 4: float32): the
+    residual stream and its normed copies (4 x hidden) plus the larger of the attention
+    tensors (q, k, v and output of this rank's heads; MLA rebuilds full-width K and V for
+    prefill) and the MLP tensors (gate+up and activation: 3 x intermediate / TP; MoE: top-k x
+    (3 x expert_intermediate / TP + hidden), times MOE_WORKSPACE_FACTOR). Sampler:
+    max_num_seqs rows of vocab/TP fp32 logits, SAMPLER_COPIES times. The two passes run one
+    after the other, so the peak is the larger.
     """
     tp, h = par.tp, m.hidden_size
     heads = max(1, m.num_heads // tp)
@@ -159,7 +160,7 @@ def activation_bytes(
         shared = 3 * e.shared_experts * e.expert_intermediate_size // tp
         routed = e.experts_per_token * (3 * e.expert_intermediate_size // tp + h)
         mlp = max(mlp, int(routed * MOE_WORKSPACE_FACTOR) + shared)
-    forward = batched_tokens * 2 * (4 * h + max(attention, mlp))
+    forward = batched_tokens * element_bytes * (4 * h + max(attention, mlp))
     sampler = max_num_seqs * (m.vocab_size // tp) * 4 * SAMPLER_COPIES
     return max(forward, sampler)
 
@@ -187,6 +188,7 @@ class MemoryInputs:
     kv_dtype_bytes: int = 2
     mtp: bool = False
     enforce_eager: bool = False
+    activation_element_bytes: int = 2
 
 
 def device_memory(
@@ -194,7 +196,9 @@ def device_memory(
 ) -> DeviceMemory:
     """The memory of the device whose stage holds the fewest KV tokens."""
     inv = inventory(m)
-    activation = activation_bytes(m, par, inputs.batched_tokens, inputs.max_num_seqs)
+    activation = activation_bytes(
+        m, par, inputs.batched_tokens, inputs.max_num_seqs, inputs.activation_element_bytes
+    )
     reserve = reserve_bytes(m, par, device, inputs.enforce_eager)
     budget = int(device.memory_bytes * inputs.utilization)
     per_layer = kv_bytes_per_token_layer(m, inputs.kv_dtype_bytes, par.tp)

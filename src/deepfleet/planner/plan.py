@@ -152,7 +152,7 @@ def _alternatives(
     others = [
         f
         for f in FORMATS.values()
-        if f.name not in {fmt.name, "fp16"} and (f.bits < fmt.bits or not runs)
+        if f.name not in {fmt.name, "fp16", "fp32"} and (f.bits < fmt.bits or not runs)
     ]
     for f in sorted(others, key=lambda f: -f.bits):
         if f.unsupported_reason(cluster.device) is None and attempt(
