@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import openai
 import pytest
 import uvicorn
 
@@ -25,6 +26,8 @@ class Rig:
     engines: list[FakeEngine]
     state_path: Path
     gateway: Gateway
+    keys: KeyStore
+    clients: list[openai.AsyncOpenAI] = field(default_factory=list)
 
     def publish(self, ready: list[bool] | None = None) -> None:
         ready = ready or [True] * len(self.engines)
@@ -46,16 +49,23 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    """A gateway on a real socket in front of two fake engines."""
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """A gateway on a real socket in front of two fake engines; indirect params override
+    GatewaySettings fields."""
     fakes = [FakeEngine(f"e{i}") for i in range(2)]
     for f in fakes:
         await f.start()
     state_path = tmp_path / "fleet.json"
-    gateway = Gateway(EndpointTable(state_path), KeyStore(tmp_path / "keys.db"),
-                      TokenBuckets(tmp_path / "usage.db"), GatewaySettings(read_timeout_s=5))
+    settings = GatewaySettings(read_timeout_s=5, **getattr(request, "param", {}))
+    keys = KeyStore(tmp_path / "keys.db")
+    gateway = Gateway(
+        EndpointTable(state_path),
+        KeyStore(tmp_path / "keys.db"),
+        TokenBuckets(tmp_path / "usage.db"),
+        settings,
+    )
     port = free_port()
-    rig = Rig(f"http://127.0.0.1:{port}", fakes, state_path, gateway)
+    rig = Rig(f"http://127.0.0.1:{port}", fakes, state_path, gateway, keys)
     rig.publish()
     config = uvicorn.Config(gateway.app(), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
@@ -63,6 +73,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
         await asyncio.sleep(0.01)
     yield rig
+    for c in rig.clients:
+        await c.close()
     server.should_exit = True
     await task
     for f in fakes:

@@ -14,7 +14,9 @@ from tests.gateway.conftest import MODEL, Rig
 
 
 def client(rig: Rig) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=rig.url + "/v1", api_key="unused", max_retries=0)
+    c = openai.AsyncOpenAI(base_url=rig.url + "/v1", api_key="unused", max_retries=0)
+    rig.clients.append(c)
+    return c
 
 
 async def test_models_list(rig: Rig) -> None:
@@ -136,7 +138,8 @@ async def test_engine_dying_mid_stream_ends_with_error_event(rig: Rig) -> None:
     async with (
         aiohttp.ClientSession() as s,
         s.post(
-            rig.url + "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}
+            rig.url + "/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True},
         ) as resp,
     ):
         assert resp.status == 200

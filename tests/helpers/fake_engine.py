@@ -13,6 +13,7 @@ from aiohttp import web
 class EngineControl:
     mode: str = "ok"  # ok | die_midstream | error500 | hang
     tokens: int = 5
+    reasoning_tokens: int = 0  # R1-style: this many "reasoning" deltas before the answer
     delay_s: float = 0.0
     requests: int = 0
     cancelled: int = 0
@@ -40,15 +41,13 @@ def make_app(ctl: EngineControl, name: str) -> web.Application:
         if ctl.mode == "hang":
             await asyncio.sleep(3600)
         words = [f"{name}-w{i} " for i in range(ctl.tokens)]
+        thoughts = [f"think{i} " for i in range(ctl.reasoning_tokens)] if chat else []
         obj = "chat.completion" if chat else "text_completion"
         if not body.get("stream"):
             text = "".join(words)
+            message = {"role": "assistant", "content": text, "reasoning": "".join(thoughts) or None}
             choice = (
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "length",
-                }
+                {"index": 0, "message": message, "finish_reason": "length"}
                 if chat
                 else {"index": 0, "text": text, "finish_reason": "length"}
             )
@@ -59,12 +58,24 @@ def make_app(ctl: EngineControl, name: str) -> web.Application:
                     "created": 0,
                     "model": body["model"],
                     "choices": [choice],
-                    "usage": _usage(len(words)),
+                    "usage": _usage(len(words) + len(thoughts)),
                 }
             )
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         try:
+            for t in thoughts:
+                delta = {"index": 0, "delta": {"reasoning": t}, "finish_reason": None}
+                chunk = {
+                    "id": "x",
+                    "object": obj + ".chunk",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [delta],
+                }
+                await resp.write(f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode())
+                if ctl.delay_s:
+                    await asyncio.sleep(ctl.delay_s)
             for i, w in enumerate(words):
                 if ctl.mode == "die_midstream" and i == 2:
                     assert request.transport is not None
@@ -82,7 +93,7 @@ def make_app(ctl: EngineControl, name: str) -> web.Application:
                     "model": body["model"],
                     "choices": [choice],
                 }
-                await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                await resp.write(f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode())
                 if ctl.delay_s:
                     await asyncio.sleep(ctl.delay_s)
             if (body.get("stream_options") or {}).get("include_usage"):

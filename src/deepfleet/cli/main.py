@@ -9,6 +9,7 @@ from deepfleet.cli import (
     chat_cmd,
     config_cmds,
     fleet_cmds,
+    keys_cmd,
     models_cmds,
     plan_cmd,
     sim_cmd,
@@ -23,7 +24,16 @@ app = typer.Typer(
 )
 
 # Each module exposes register(app). Add new command modules to this tuple.
-for _module in (fleet_cmds, config_cmds, models_cmds, chat_cmd, bench_cmd, plan_cmd, sim_cmd):
+for _module in (
+    fleet_cmds,
+    config_cmds,
+    models_cmds,
+    chat_cmd,
+    bench_cmd,
+    plan_cmd,
+    sim_cmd,
+    keys_cmd,
+):
     _module.register(app)
 
 

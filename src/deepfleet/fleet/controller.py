@@ -141,7 +141,7 @@ class Controller:
         gw_policy = SupervisorPolicy(startup_timeout_s=60, stop_grace_s=policy.stop_grace_s)
         self.gateway = Supervisor(
             gw_status,
-            gateway_spec or gateway_launch(cfg, self.state_path),
+            gateway_spec or gateway_launch(cfg, state_dir),
             gw_url + "/health",
             probe=self._probe,
             on_change=self.publish,

@@ -19,7 +19,7 @@ from deepfleet.fleet.ports import free_port
 
 GIB = 1024**3
 # vllm-cpu: KV space per replica is a share of free memory, within these bounds (GiB).
-CPU_KV_MIN_GIB, CPU_KV_MAX_GIB, CPU_KV_SHARE = 0.5, 2.0, 0.15
+CPU_KV_MIN_GIB, CPU_KV_MAX_GIB, CPU_KV_SHARE = 1, 2, 0.15
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,10 @@ class MachineFacts:
         return cls(sorted(os.sched_getaffinity(0)), psutil.virtual_memory().available)
 
 
-def cpu_kv_gib(available_bytes: int, cpu_replicas: int) -> float:
+def cpu_kv_gib(available_bytes: int, cpu_replicas: int) -> int:
+    """Whole GiB: vLLM reads VLLM_CPU_KVCACHE_SPACE with int()."""
     share = available_bytes * CPU_KV_SHARE / max(cpu_replicas, 1) / GIB
-    return round(min(CPU_KV_MAX_GIB, max(CPU_KV_MIN_GIB, share)), 2)
+    return int(min(CPU_KV_MAX_GIB, max(CPU_KV_MIN_GIB, share)))
 
 
 def cpu_binding(cores: list[int], index: int, count: int) -> str | None:

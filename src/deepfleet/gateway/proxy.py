@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.errors import error_response, sse_error
 from deepfleet.gateway.metrics import GatewayMetrics
-from deepfleet.gateway.stream import StreamCounts, capped_tail, usage_of
+from deepfleet.gateway.stream import StreamCounts, capped_tail, usage_of, within_cap
 from deepfleet.routing import Endpoint, RouteRequest, RoutingPolicy
 
 UPSTREAM_HEADERS = {"Content-Type": "application/json"}
@@ -189,11 +189,12 @@ class Proxy:
                     counts.first_at = now
                     m.ttft.labels(req.model).observe(now - req.started)
                 counts.last_at = now
+                before = counts.reasoning
                 counts.add(chunk)
                 if cap is not None and counts.reasoning > cap:
-                    status = "200"
                     m.reasoning_capped.labels(req.model).inc()
-                    yield capped_tail(req.model)
+                    counts.reasoning = cap
+                    yield within_cap(chunk, cap - before) + capped_tail(req.model)
                     return
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-REASONING = (b'"reasoning":"', b'"reasoning_content":"')
-CONTENT = b'"content":"'
+# Compact JSON (vLLM, SGLang) and json.dumps' default spacing.
+REASONING = (
+    b'"reasoning":"',
+    b'"reasoning_content":"',
+    b'"reasoning": "',
+    b'"reasoning_content": "',
+)
+CONTENT = (b'"content":"', b'"content": "')
 EVENT = b"data: "
-USAGE = b'"usage":{'
+USAGE = (b'"usage":{', b'"usage": {')
 
 
 @dataclass
@@ -28,14 +34,14 @@ class StreamCounts:
 
     def add(self, chunk: bytes) -> None:
         self.events += chunk.count(EVENT)
-        self.reasoning += chunk.count(REASONING[0]) + chunk.count(REASONING[1])
-        self.content += chunk.count(CONTENT)
-        if USAGE in chunk:
+        self.reasoning += reasoning_in(chunk)
+        self.content += sum(chunk.count(p) for p in CONTENT)
+        if any(p in chunk for p in USAGE):
             self._usage(chunk)
 
     def _usage(self, chunk: bytes) -> None:
         for line in chunk.split(b"\n"):
-            if line.startswith(EVENT) and USAGE in line:
+            if line.startswith(EVENT) and any(p in line for p in USAGE):
                 try:
                     usage = json.loads(line[len(EVENT) :])["usage"]
                     self.prompt_tokens = int(usage["prompt_tokens"])
@@ -49,6 +55,24 @@ class StreamCounts:
         if self.completion_tokens is not None:
             return self.completion_tokens
         return self.reasoning + self.content
+
+
+def reasoning_in(data: bytes) -> int:
+    return sum(data.count(p) for p in REASONING)
+
+
+def within_cap(chunk: bytes, allowed: int) -> bytes:
+    """The whole events of `chunk` up to its `allowed`-th reasoning delta. Runs once per
+    capped stream, so splitting into events here costs nothing on the hot path."""
+    kept: list[bytes] = []
+    for event in chunk.split(b"\n\n"):
+        n = reasoning_in(event)
+        if n > allowed:
+            break
+        allowed -= n
+        if event:
+            kept.append(event + b"\n\n")
+    return b"".join(kept)
 
 
 def capped_tail(model: str) -> bytes:
