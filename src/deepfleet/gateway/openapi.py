@@ -84,6 +84,10 @@ def openapi_spec() -> dict[str, Any]:
             "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_N}, {"type": "null"}]
         }
         props["max_tokens"] = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}
+        if "max_completion_tokens" in props:
+            props["max_completion_tokens"] = props["max_tokens"]
+        if "reasoning_cap" in props:
+            props["reasoning_cap"] = props["max_tokens"]
     components["ChatFields"]["properties"]["messages"]["minItems"] = 1
     components["CompletionFields"]["properties"]["prompt"] = {
         "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1}]

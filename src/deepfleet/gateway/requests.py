@@ -8,25 +8,27 @@ from typing import Any
 import msgspec
 
 MAX_N = 128
+# JSON Schema's "integer" admits 1.0, and so do OpenAI and vLLM: accept integral floats.
+Number = int | float
 
 
 class ChatFields(msgspec.Struct):
     model: str
     messages: list[dict[str, Any]]
     stream: bool | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    n: int | None = None
+    max_tokens: Number | None = None
+    max_completion_tokens: Number | None = None
+    n: Number | None = None
     stream_options: dict[str, Any] | None = None
-    reasoning_cap: int | None = None  # deepfleet extension: cap on thinking tokens
+    reasoning_cap: Number | None = None  # deepfleet extension: cap on thinking tokens
 
 
 class CompletionFields(msgspec.Struct):
     model: str
     prompt: str | list[Any]
     stream: bool | None = None
-    max_tokens: int | None = None
-    n: int | None = None
+    max_tokens: Number | None = None
+    n: Number | None = None
     stream_options: dict[str, Any] | None = None
 
 
@@ -64,8 +66,12 @@ def check(fields: Fields, max_model_len: int | None) -> None:
         raise RequestError("`messages` must hold at least one message", "messages")
     if isinstance(fields, CompletionFields) and fields.prompt in ("", []):
         raise RequestError("`prompt` must not be empty", "prompt")
+    for name in ("n", "max_tokens", "max_completion_tokens", "reasoning_cap"):
+        value = getattr(fields, name, None)
+        if value is not None and (isinstance(value, float) and not value.is_integer()):
+            raise RequestError(f"`{name}` must be an integer, got {value}", name)
     if fields.n is not None and not 1 <= fields.n <= MAX_N:
-        raise RequestError(f"`n` must be between 1 and {MAX_N}, got {fields.n}", "n")
+        raise RequestError(f"`n` must be between 1 and {MAX_N}, got {fields.n:g}", "n")
     for name in ("max_tokens", "max_completion_tokens"):
         value = getattr(fields, name, None)
         if value is None:
