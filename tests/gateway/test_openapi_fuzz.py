@@ -20,8 +20,9 @@ EXAMPLES = 60
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayRig]:
     # No context length: the schema cannot know a model's, so any max_tokens is schema-valid.
-    with gateway_with_fake_engines(tmp_path_factory.mktemp("fuzz"), "tiny",
-                                   max_model_len=None) as rig:
+    with gateway_with_fake_engines(
+        tmp_path_factory.mktemp("fuzz"), "tiny", max_model_len=None
+    ) as rig:
         yield rig
 
 
