@@ -180,3 +180,12 @@ async def test_metrics_and_health(rig: Rig) -> None:
         async with s.get(rig.url + "/ready") as resp:
             assert (await resp.json()) == {"ready": True, "models": {MODEL: 2}}
     assert f'deepfleet_requests_total{{key="anonymous",model="{MODEL}",status="200"}} 1.0' in text
+
+
+async def test_stream_that_dies_before_first_byte_is_retried(rig: Rig) -> None:
+    rig.engines[0].ctl.mode = "die_at_start"
+    for _ in range(3):
+        stream = await client(rig).completions.create(model=MODEL, prompt="x", stream=True)
+        text = "".join([ch.choices[0].text async for ch in stream if ch.choices])
+        assert text.startswith("e1-")
+    assert rig.engines[1].ctl.requests == 3

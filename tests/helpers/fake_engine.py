@@ -11,7 +11,7 @@ from aiohttp import web
 
 @dataclass
 class EngineControl:
-    mode: str = "ok"  # ok | die_midstream | error500 | hang
+    mode: str = "ok"  # ok | die_midstream | die_at_start | error500 | hang
     tokens: int = 5
     reasoning_tokens: int = 0  # R1-style: this many "reasoning" deltas before the answer
     delay_s: float = 0.0
@@ -77,7 +77,7 @@ def make_app(ctl: EngineControl, name: str) -> web.Application:
                 if ctl.delay_s:
                     await asyncio.sleep(ctl.delay_s)
             for i, w in enumerate(words):
-                if ctl.mode == "die_midstream" and i == 2:
+                if (ctl.mode == "die_midstream" and i == 2) or ctl.mode == "die_at_start":
                     assert request.transport is not None
                     request.transport.abort()
                     return resp

@@ -47,6 +47,12 @@ class Forward:
     started: float
 
 
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
 class RelayResponse(StreamingResponse):
     """A StreamingResponse that always releases its upstream, also when the client left
     before the first chunk (then the body generator never ran, so its `finally` cannot)."""
@@ -99,8 +105,22 @@ class Proxy:
                     upstream.close()
                     self._eject(ep.replica_id)
                     continue
+                first = b""
+                if req.stream and upstream.status == 200:
+                    # Wait for the first event (the engine's prefill) before answering the
+                    # client: an engine that dies now costs a retry, not a broken stream.
+                    try:
+                        first = await upstream.content.readany()
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        last_error = f"replica {ep.replica_id}: {type(exc).__name__}"
+                    else:
+                        last_error = f"replica {ep.replica_id}: closed before the first byte"
+                    if not first:
+                        upstream.close()
+                        self._eject(ep.replica_id)
+                        continue
                 self.table.succeeded(ep.replica_id)
-                return await self._respond(upstream, req, ep.replica_id, done)
+                return await self._respond(upstream, req, ep.replica_id, done, first)
         finally:
             for ep in order:
                 if ep.replica_id not in tried:
@@ -123,6 +143,7 @@ class Proxy:
         req: Forward,
         replica: str,
         done: Callable[[Outcome], None],
+        first: bytes,
     ) -> Response:
         m = self.metrics
         self.table.in_flight[replica] += 1
@@ -168,7 +189,7 @@ class Proxy:
             finish(Outcome("499", None, 0))
 
         return RelayResponse(
-            self._relay(upstream, req, replica, finish), on_close, media_type=content_type
+            self._relay(upstream, req, replica, finish, first), on_close, media_type=content_type
         )
 
     async def _relay(
@@ -177,18 +198,17 @@ class Proxy:
         req: Forward,
         replica: str,
         finish: Callable[[Outcome], None],
+        first: bytes,
     ) -> AsyncIterator[bytes]:
         m = self.metrics
         counts = StreamCounts()
         status = "200"
         cap = req.reasoning_cap
+        counts.first_at = time.perf_counter()
+        m.ttft.labels(req.model).observe(counts.first_at - req.started)
         try:
-            async for chunk in upstream.content.iter_any():
-                now = time.perf_counter()
-                if counts.first_at is None:
-                    counts.first_at = now
-                    m.ttft.labels(req.model).observe(now - req.started)
-                counts.last_at = now
+            async for chunk in _chain(first, upstream.content.iter_any()):
+                counts.last_at = time.perf_counter()
                 before = counts.reasoning
                 counts.add(chunk)
                 if cap is not None and counts.reasoning > cap:
