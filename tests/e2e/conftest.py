@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,17 +84,18 @@ class Fleet:
         return alive
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    state_dir = tmp_path_factory.mktemp("fleet")
+@contextmanager
+def running_fleet(state_dir: Path, config: str | None = None) -> Iterator[Fleet]:
+    """`deepfleet up` in the foreground (config: fleet.yaml text, or the embedded default);
+    stopped with SIGINT, and every process it started is killed at the end."""
     port = free_port()
     log = state_dir / "up.log"
+    args = ["up", "--state-dir", str(state_dir), "--port", str(port)]
+    if config is not None:
+        (state_dir / "fleet.yaml").write_text(config)
+        args += ["-f", str(state_dir / "fleet.yaml")]
     with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [*DEEPFLEET, "up", "--state-dir", str(state_dir), "--port", str(port)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen([*DEEPFLEET, *args], stdout=fh, stderr=subprocess.STDOUT)
     f = Fleet(f"http://127.0.0.1:{port}", state_dir, proc, log)
     try:
         wait_ready(state_dir, proc, log)
@@ -109,3 +111,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         for pid in f.seen:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with running_fleet(tmp_path_factory.mktemp("fleet")) as f:
+        yield f

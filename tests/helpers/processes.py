@@ -64,6 +64,7 @@ def gateway_with_fake_engines(
     engines: int = 2,
     spec: GatewaySpec | None = None,
     max_model_len: int | None = 4096,
+    engine_args: tuple[str, ...] = (),
 ) -> Iterator[GatewayRig]:
     """A real `python -m deepfleet.gateway` in front of fake engine processes."""
     procs: list[subprocess.Popen[bytes]] = []
@@ -73,7 +74,14 @@ def gateway_with_fake_engines(
             port = free_port()
             procs.append(
                 spawn(
-                    [sys.executable, "-m", "tests.helpers.fake_engine_main", str(port), f"e{i}"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.helpers.fake_engine_main",
+                        str(port),
+                        f"e{i}",
+                        *engine_args,
+                    ],
                     tmp / f"engine{i}.log",
                 )
             )
