@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from deepfleet.config.schema import FleetConfig
+from deepfleet.config.schema import FleetConfig, ModelSpec
 from deepfleet.engines import ReplicaPlan, get_adapter
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet.health import HttpProbe
@@ -30,6 +30,8 @@ from deepfleet.fleet.state import (
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
 
 LOCK_FILE = "controller.lock"
+# vLLM's KV block size when not configured: 16 on GPUs, 128 on its CPU build.
+DEFAULT_BLOCK_SIZE = {"vllm": 16, "vllm-cpu": 128, "sglang": 1, "vllm-ascend": 128, "mindie": 128}
 GATEWAY_SETTINGS = "gateway.json"
 KEYS_DB = "keys.db"
 
@@ -81,9 +83,20 @@ def local_url(host: str, port: int) -> str:
     return f"http://{reach}:{port}"
 
 
-def max_model_len(model: str, plans: list[ReplicaPlan]) -> int | None:
-    lens = [p.max_model_len for p in plans if p.model.name == model and p.max_model_len]
-    return min(lens) if lens else None
+def model_route(model: ModelSpec, plans: list[ReplicaPlan]) -> ModelRoute:
+    """The gateway's routing facts for one model, from its replicas' plans."""
+    mine = [p for p in plans if p.model.name == model.name]
+    lens = [p.max_model_len for p in mine if p.max_model_len]
+    folder = Path(mine[0].model_path) if mine else None
+    tokenizer = str(folder) if folder and (folder / "tokenizer.json").is_file() else None
+    block = model.engine_args.get("block_size")
+    return ModelRoute(
+        model.name,
+        model.routing,
+        min(lens) if lens else None,
+        tokenizer=tokenizer,
+        block_size=int(block) if block else DEFAULT_BLOCK_SIZE[model.engine],
+    )
 
 
 class Controller:
@@ -103,9 +116,7 @@ class Controller:
         self.state = FleetState(
             controller_pid=os.getpid(),
             gateway_url=gw_url,
-            models=[
-                ModelRoute(m.name, m.routing, max_model_len(m.name, plans)) for m in cfg.models
-            ],
+            models=[model_route(m, plans) for m in cfg.models],
         )
         self._probe = HttpProbe()
         self.supervisors: list[Supervisor] = []

@@ -52,9 +52,14 @@ class ReplicaStatus:
 
 @dataclass
 class ModelRoute:
+    """What the gateway needs to route one model: its policy, context, and (for KV-aware
+    routing) where its tokenizer lives and the engine's KV block size."""
+
     name: str
     routing: str
     max_model_len: int | None = None
+    tokenizer: str | None = None  # a local folder with tokenizer.json, or None
+    block_size: int | None = None
 
 
 @dataclass
