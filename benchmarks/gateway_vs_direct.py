@@ -2,9 +2,8 @@
 
 Starts a local fleet of the bundled model on vLLM's CPU build and measures two ways:
 
-1. `paired`: 16 concurrent streams where every stream alternates between the engine's own port
-   and the gateway, so at any moment half the load takes each path and both see the same engine
-   state. Differences are the gateway's own cost: TTFT, and the per-stream decode rate.
+1. `ttft_pairs`: one request at a time, to the engine and through the gateway in alternating
+   order; the median per-pair difference is the added TTFT.
 2. `rounds`: the whole load through one path, then the other, in interleaved rounds
    (`deepfleet bench compare`): whole-run throughput ratio.
 
@@ -23,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from deepfleet.bench.client import OpenAIClient, RequestResult, RequestSpec
+from deepfleet.bench.client import OpenAIClient, RequestSpec
 from deepfleet.bench.stats import percentile
 from deepfleet.fleet.ports import free_port
 
@@ -31,50 +30,36 @@ DEEPFLEET = [sys.executable, "-m", "deepfleet"]
 PATHS = ("direct", "gateway")
 
 
-def decode_rate(r: RequestResult) -> float:
-    """Tokens per second of one stream after its first token."""
-    return (r.output_tokens - 1) / (r.e2e_s - r.ttft_s) if r.e2e_s > r.ttft_s else 0.0
-
-
-async def paired(
-    urls: dict[str, str],
-    model: str,
-    concurrency: int,
-    requests: int,
-    prompt_words: int,
-    output_len: int,
+async def ttft_pairs(
+    urls: dict[str, str], model: str, pairs: int, prompt_words: int
 ) -> dict[str, Any]:
-    results: dict[str, list[RequestResult]] = {p: [] for p in PATHS}
+    """One request at a time, direct and through the gateway in alternating order: the
+    median of the per-pair TTFT differences is the gateway's added TTFT, with the engine's
+    step-time jitter mostly cancelled."""
     clients = {p: OpenAIClient(urls[p]) for p in PATHS}
-    counter = iter(range(requests))
-
-    async def worker(w: int) -> None:
-        for i in counter:
-            path = PATHS[(w + i) % 2]
-            words = " ".join(f"w{(i * 7 + k) % 997}" for k in range(prompt_words))
-            spec = RequestSpec(prompt=f"[{i}] {words}", max_tokens=output_len)
-            results[path].append(await clients[path].send(model, spec))
-
+    ttft: dict[str, list[float]] = {p: [] for p in PATHS}
+    diffs: list[float] = []
     try:
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        for i in range(pairs + 2):
+            words = " ".join(f"w{(i * 7 + k) % 997}" for k in range(prompt_words))
+            spec = RequestSpec(prompt=f"[{i}] {words}", max_tokens=2)
+            order = PATHS if i % 2 else PATHS[::-1]
+            got = {p: await clients[p].send(model, spec) for p in order}
+            if i < 2 or not all(r.ok for r in got.values()):
+                continue  # warm-up, or a failure (counted below)
+            for p in PATHS:
+                ttft[p].append(got[p].ttft_s)
+            diffs.append(got["gateway"].ttft_s - got["direct"].ttft_s)
     finally:
         for c in clients.values():
             await c.close()
-    out: dict[str, Any] = {}
-    for p in PATHS:
-        ok = [r for r in results[p] if r.ok]
-        out[p] = {
-            "ok": len(ok),
-            "failed": len(results[p]) - len(ok),
-            "ttft_p50_ms": percentile([r.ttft_s for r in ok], 50) * 1000,
-            "ttft_p90_ms": percentile([r.ttft_s for r in ok], 90) * 1000,
-            "stream_tok_s_median": statistics.median(decode_rate(r) for r in ok),
-            "e2e_p50_ms": percentile([r.e2e_s for r in ok], 50) * 1000,
-        }
-    d, g = out["direct"], out["gateway"]
-    out["added_ttft_p50_ms"] = g["ttft_p50_ms"] - d["ttft_p50_ms"]
-    out["stream_rate_ratio"] = g["stream_tok_s_median"] / d["stream_tok_s_median"]
-    return out
+    return {
+        "pairs": len(diffs),
+        "direct_ttft_p50_ms": percentile(ttft["direct"], 50) * 1000,
+        "gateway_ttft_p50_ms": percentile(ttft["gateway"], 50) * 1000,
+        "added_ttft_p50_ms": statistics.median(diffs) * 1000,
+        "added_ttft_p90_ms": percentile(diffs, 90) * 1000,
+    }
 
 
 def main() -> int:
@@ -82,6 +67,7 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--requests", type=int, default=96, help="per path")
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--pairs", type=int, default=100)
     p.add_argument("--prompt-words", type=int, default=32)
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/gateway_vs_direct.json"))
@@ -99,24 +85,11 @@ def main() -> int:
             )
             urls = {"direct": status["replicas"][0]["endpoint"], "gateway": status["gateway_url"]}
             model = status["models"][0]["name"]
-            print(
-                f"paired: {args.concurrency} streams, {2 * args.requests} requests alternating "
-                "direct/gateway",
-                flush=True,
-            )
+            print(f"ttft pairs: {args.pairs} sequential pairs", flush=True)
             result = {
-                "paired": asyncio.run(
-                    paired(
-                        urls,
-                        model,
-                        args.concurrency,
-                        2 * args.requests,
-                        args.prompt_words,
-                        args.output_len,
-                    )
-                )
+                "ttft_pairs": asyncio.run(ttft_pairs(urls, model, args.pairs, args.prompt_words))
             }
-            print(json.dumps(result["paired"], indent=1), flush=True)
+            print(json.dumps(result["ttft_pairs"], indent=1), flush=True)
             rounds_json = args.json.with_suffix(".rounds.json")
             cmd = [
                 *DEEPFLEET, "bench", "compare",
