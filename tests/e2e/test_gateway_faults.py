@@ -78,7 +78,8 @@ async def kill_under_load(
     timeout = aiohttp.ClientTimeout(total=180)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         first = [asyncio.create_task(one_stream(session, fleet.url, i, 48)) for i in range(32)]
-        await asyncio.sleep(2.0)
+        # Early enough that some of the victim's requests are still in prefill (no byte yet).
+        await asyncio.sleep(0.6)
         os.kill(victim_pid, signal.SIGKILL)
         killed_at = time.monotonic()
         # Requests sent right after the kill must all land on the survivor.
