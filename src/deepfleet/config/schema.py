@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deepfleet.config.kvcache import KvCacheSpec
+
 EngineName = Literal["vllm", "vllm-cpu", "sglang", "vllm-ascend", "mindie"]
 BUNDLED = "bundled"
 
@@ -138,6 +140,11 @@ class FleetConfig(Strict):
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     models: list[ModelSpec] = Field(min_length=1, description="The models the fleet serves.")
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    kv_cache: KvCacheSpec = Field(
+        default_factory=KvCacheSpec,
+        description="KV cache layer: KV-aware routing knobs, and KV offloading/sharing "
+        "(vLLM native CPU or LMCache) on GPU engines.",
+    )
     state_dir: Path | None = Field(
         None,
         description="Where logs, pid files and the fleet state live; None: the user state dir.",

@@ -1,0 +1,128 @@
+"""The `kv_cache:` section of fleet.yaml: KV-aware routing knobs, and KV offloading/sharing for
+GPU engines (vLLM's native CPU offloading, or LMCache with CPU, disk and a shared remote tier).
+
+    kv_cache:
+      offload: lmcache            # none | cpu (vLLM native) | lmcache
+      cpu_gib: 64                 # per replica
+      disk: {path: /nvme/lmcache, gib: 500}
+      remote: {kind: lmcache}     # the fleet starts an LMCache server; or {url: redis://h:6379}
+      routing: {prefix_weight: 2, load_weight: 1, spill_abs: 8}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KvRoutingSpec(_Section):
+    """How the gateway weighs cached prefixes against load (policies kv_aware, prefix_hash)."""
+
+    prefix_weight: float = Field(
+        2.0, ge=0, description="kv_aware: weight of the share of the prompt a replica holds."
+    )
+    load_weight: float = Field(
+        1.0, ge=0, description="kv_aware: weight of idleness (running + waiting requests)."
+    )
+    kv_weight: float = Field(0.5, ge=0, description="kv_aware: weight of free KV cache.")
+    spill_abs: int = Field(
+        8,
+        ge=0,
+        description="kv_aware: spill to the least loaded replica when the cache-best one has "
+        "this many more requests than it ...",
+    )
+    spill_rel: float = Field(1.5, ge=1, description="kv_aware: ... and this many times its load.")
+    prefix_tokens: int = Field(
+        256, ge=1, description="prefix_hash: leading prompt tokens that pick the replica."
+    )
+    load_factor: float = Field(
+        1.25,
+        ge=1,
+        description="prefix_hash: a replica above this times the mean load passes requests on.",
+    )
+    scrape_interval_s: float = Field(
+        0.5, gt=0, description="How often each gateway worker reads every engine's /metrics."
+    )
+    index_max_blocks: int = Field(
+        1_000_000,
+        ge=1,
+        description="Bound of the KV index per gateway worker, in (replica, block) entries.",
+    )
+    tokenize_inline_bytes: int = Field(
+        16_384,
+        ge=0,
+        description="Request bodies larger than this are tokenized off the event loop.",
+    )
+    conversation_cache_tokens: int = Field(
+        4_000_000,
+        ge=0,
+        description="Tokens of earlier turns kept per model so a chat is not re-tokenized whole.",
+    )
+
+    def policy_params(self, policy: str) -> dict[str, Any]:
+        """The parameters of routing policy `policy` taken from this section."""
+        if policy == "kv_aware":
+            return self.model_dump(
+                include={"prefix_weight", "load_weight", "kv_weight", "spill_abs", "spill_rel"}
+            )
+        if policy == "prefix_hash":
+            return {"load_factor": self.load_factor}
+        return {}
+
+
+class DiskTier(_Section):
+    path: Path = Field(description="Local folder for LMCache's disk tier (fast NVMe).")
+    gib: float = Field(gt=0, description="Disk space LMCache may use per replica, in GiB.")
+
+
+class RemoteTier(_Section):
+    kind: Literal["lmcache", "redis"] = Field(
+        "lmcache", description="Shared store: an LMCache server (lm://) or Redis (redis://)."
+    )
+    url: str | None = Field(
+        None,
+        description="An existing store, e.g. redis://10.0.0.5:6379; None: the fleet starts "
+        "one on `host`:`port`.",
+    )
+    host: str = Field("127.0.0.1", description="Where the fleet's own store listens.")
+    port: int = Field(65432, ge=1, le=65535, description="Port of the fleet's own store.")
+
+    @property
+    def address(self) -> str:
+        if self.url:
+            return self.url
+        scheme = "lm" if self.kind == "lmcache" else "redis"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+class KvCacheSpec(_Section):
+    offload: Literal["none", "cpu", "lmcache"] = Field(
+        "none",
+        description="KV offloading on GPU engines: none; cpu (vLLM's native CPU offloading); "
+        "lmcache (LMCache: CPU, disk and a remote tier shared by replicas).",
+    )
+    cpu_gib: float | None = Field(
+        None, gt=0, description="CPU memory for offloaded KV per replica, in GiB."
+    )
+    chunk_size: int = Field(256, ge=16, description="LMCache chunk size in tokens.")
+    disk: DiskTier | None = Field(None, description="LMCache's local disk tier.")
+    remote: RemoteTier | None = Field(
+        None, description="LMCache's remote tier, shared by every replica of the fleet."
+    )
+    routing: KvRoutingSpec = Field(
+        default_factory=KvRoutingSpec, description="KV-aware routing in the gateway."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KvCacheSpec:
+        if self.offload == "cpu" and self.cpu_gib is None:
+            raise ValueError("offload `cpu` needs `cpu_gib` (GiB of CPU memory per replica)")
+        if self.offload != "lmcache" and (self.disk is not None or self.remote is not None):
+            raise ValueError("`disk` and `remote` tiers need `offload: lmcache`")
+        return self
