@@ -11,7 +11,8 @@ import contextlib
 import fcntl
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -99,6 +100,18 @@ def model_route(model: ModelSpec, plans: list[ReplicaPlan]) -> ModelRoute:
     )
 
 
+@dataclass(frozen=True)
+class Service:
+    """A companion process the controller supervises beside the gateway."""
+
+    status: ReplicaStatus
+    spec: LaunchSpec
+    health_url: str
+    policy: SupervisorPolicy = field(
+        default_factory=lambda: SupervisorPolicy(startup_timeout_s=300)
+    )
+
+
 class Controller:
     def __init__(
         self,
@@ -108,6 +121,7 @@ class Controller:
         *,
         policy: SupervisorPolicy = SupervisorPolicy(),
         gateway_spec: LaunchSpec | None = None,
+        services: Sequence[Service] = (),
     ) -> None:
         self.cfg = cfg
         self.state_path = state_dir / STATE_FILE
@@ -158,6 +172,19 @@ class Controller:
             on_change=self.publish,
             policy=gw_policy,
         )
+        # Companion processes beside the gateway (e.g. the chat UI), supervised the same way.
+        self.services = [
+            Supervisor(
+                svc.status,
+                svc.spec,
+                svc.health_url,
+                probe=self._probe,
+                on_change=self.publish,
+                policy=svc.policy,
+            )
+            for svc in services
+        ]
+        self.state.services = [svc.status for svc in services]
         self._listeners: list[Callable[[FleetState], None]] = []
 
     def subscribe(self, listener: Callable[[FleetState], None]) -> None:
@@ -171,12 +198,14 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then stop the gateway (it drains) and every engine."""
         self.publish()
-        tasks = [asyncio.ensure_future(s.run()) for s in (self.gateway, *self.supervisors)]
+        everything = (self.gateway, *self.supervisors, *self.services)
+        tasks = [asyncio.ensure_future(s.run()) for s in everything]
         try:
             await stop.wait()
         finally:
             self.state.stopping = True
             self.publish()
+            await asyncio.gather(*(s.stop() for s in self.services))
             await self.gateway.stop()
             await asyncio.gather(*(s.stop() for s in self.supervisors))
             for t in tasks:

@@ -69,6 +69,7 @@ class FleetState:
     models: list[ModelRoute] = field(default_factory=list)
     replicas: list[ReplicaStatus] = field(default_factory=list)
     gateway: ReplicaStatus | None = None
+    services: list[ReplicaStatus] = field(default_factory=list)
     updated_at: float = 0.0
     stopping: bool = False
 
@@ -83,6 +84,7 @@ class FleetState:
             models=[ModelRoute(**m) for m in data.get("models", [])],
             replicas=[_status(r) for r in data.get("replicas", [])],
             gateway=_status(data["gateway"]) if data.get("gateway") else None,
+            services=[_status(r) for r in data.get("services", [])],
             updated_at=data.get("updated_at", 0.0),
             stopping=data.get("stopping", False),
         )
