@@ -1,10 +1,15 @@
-"""The routing contract: a request and endpoint snapshots in, an order of preference out."""
+"""The routing contract: a request and endpoint snapshots in, an order of preference out.
+
+Policies are pure: everything they weigh arrives in the snapshots (the gateway's KV routing
+context fills load and prefix facts in; see deepfleet.kvcache.context). Every field beyond the
+first few has a default, so a policy that needs nothing more (round robin) sees plain endpoints.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -15,12 +20,43 @@ class Endpoint:
     model: str
     url: str
     in_flight: int = 0
+    """Requests this gateway worker has open on the replica (always current)."""
+    running: int = 0
+    """The engine's `vllm:num_requests_running`, as last scraped (all gateway workers)."""
+    waiting: int = 0
+    """The engine's `vllm:num_requests_waiting`, as last scraped."""
+    kv_usage: float = 0.0
+    """The engine's `vllm:kv_cache_usage_perc` in [0, 1], as last scraped."""
+    routed: int = 0
+    """Requests this worker sent to the replica since that scrape (not yet in its counts)."""
+    matched_blocks: int = 0
+    """Leading blocks of this request that the replica holds, from its KV events."""
+
+    @property
+    def load(self) -> int:
+        """Requests on the replica: the engine's counts plus what was sent since they were
+        read, or this worker's open requests when those are more."""
+        return max(self.in_flight, self.running + self.waiting + self.routed)
 
 
 @dataclass(frozen=True)
 class RouteRequest:
     model: str
     body: bytes = b""
+    block_hashes: tuple[int, ...] = ()
+    """Chained hashes of the prompt's full KV blocks (deepfleet.kvcache.hashing); empty when
+    the model has no tokenizer the gateway can load."""
+    prompt_tokens: int = 0
+    prefix_key: int | None = None
+    """A hash of the prompt's leading tokens (or text), for approximate prefix routing."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An order plus why its first endpoint was chosen (a metric label)."""
+
+    order: list[Endpoint]
+    reason: str
 
 
 class RoutingPolicy(Protocol):
@@ -30,3 +66,12 @@ class RoutingPolicy(Protocol):
         """All endpoints, most preferred first; the gateway retries down the list on failure
         before the first byte. Never empty when `endpoints` is not."""
         ...
+
+
+@runtime_checkable
+class ExplainingPolicy(Protocol):
+    """A policy that also says why it chose (routing decisions by reason)."""
+
+    name: str
+
+    def decide(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> Decision: ...

@@ -1,0 +1,85 @@
+"""KV-aware routing: send a request where its longest prefix is already cached, unless that
+replica is overloaded.
+
+Inputs (filled in by deepfleet.kvcache.context from the engines' own KV events and metrics):
+each endpoint's `matched_blocks` for this request, its load (running + waiting requests) and
+its KV cache usage. Score per endpoint, each scorer in [0, 1]:
+
+    score = prefix_weight * matched / request_blocks
+          + load_weight   * (1 - load / busiest_load)
+          + kv_weight     * (1 - kv_usage)
+
+The best score goes first. Spill: when that replica's load exceeds the least loaded one's by
+`spill_abs` requests and by a factor `spill_rel`, the order becomes least loaded first, so a
+hot prefix gets copied to an idle replica instead of melting the one that has it. Reasons:
+`prefix` (the first choice holds part of the prompt), `load` (no replica holds any of it),
+`spill`, `single`.
+
+Config example (fleet.yaml):  kv_cache: {routing: {prefix_weight: 2, load_weight: 1,
+kv_weight: 0.5, spill_abs: 8, spill_rel: 1.5}}  with  models[].routing: kv_aware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from deepfleet.routing.base import Decision, Endpoint, RouteRequest
+from deepfleet.routing.scorers import by_load, kv_free_score, load_score, prefix_score
+
+
+@dataclass(frozen=True)
+class KvAwareWeights:
+    prefix_weight: float = 2.0
+    load_weight: float = 1.0
+    kv_weight: float = 0.5
+    spill_abs: int = 8
+    spill_rel: float = 1.5
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any] | None) -> KvAwareWeights:
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(params or {}) - set(known))
+        if unknown:
+            raise ValueError(
+                f"kv_aware: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known)}"
+            )
+        values: dict[str, Any] = {
+            k: int(v) if known[k] == "int" else float(v) for k, v in (params or {}).items()
+        }
+        out = cls(**values)
+        if min(out.prefix_weight, out.load_weight, out.kv_weight) < 0 or out.spill_rel < 1:
+            raise ValueError("kv_aware: weights must be >= 0 and spill_rel >= 1")
+        return out
+
+
+class KvAware:
+    name = "kv_aware"
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        self.weights = KvAwareWeights.of(params)
+        self._turn = 0
+
+    def decide(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> Decision:
+        if len(endpoints) < 2:
+            return Decision(list(endpoints), "single")
+        w = self.weights
+        self._turn += 1
+        n = len(endpoints)
+        # Rotate first so exact ties (an idle fleet, no prefix anywhere) spread evenly.
+        ring = [endpoints[(self._turn + i) % n] for i in range(n)]
+        prefix, load, free = prefix_score(request, ring), load_score(ring), kv_free_score(ring)
+        scores = [
+            w.prefix_weight * p + w.load_weight * q + w.kv_weight * k
+            for p, q, k in zip(prefix, load, free, strict=True)
+        ]
+        ranked = [ring[i] for i in sorted(range(n), key=lambda i: -scores[i])]
+        best = ranked[0]
+        least = min(e.load for e in ring)
+        if best.load - least >= w.spill_abs and best.load >= w.spill_rel * least:
+            return Decision(by_load(ring), "spill")
+        return Decision(ranked, "prefix" if best.matched_blocks > 0 else "load")
+
+    def order(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
+        return self.decide(request, endpoints).order

@@ -1,0 +1,38 @@
+"""Scorers: one fact about an endpoint mapped to [0, 1], higher is better. Policies combine
+them by weight (llm-d's profile of scorers)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from deepfleet.routing.base import Endpoint, RouteRequest
+
+
+def prefix_score(request: RouteRequest, endpoints: Sequence[Endpoint]) -> list[float]:
+    """Share of the request's full blocks that each replica already holds."""
+    total = len(request.block_hashes)
+    if total == 0:
+        return [0.0] * len(endpoints)
+    return [min(e.matched_blocks, total) / total for e in endpoints]
+
+
+def load_score(endpoints: Sequence[Endpoint]) -> list[float]:
+    """1 for an idle replica, 0 for the busiest one, linear in between."""
+    busiest = max((e.load for e in endpoints), default=0)
+    if busiest == 0:
+        return [1.0] * len(endpoints)
+    return [1.0 - e.load / busiest for e in endpoints]
+
+
+def kv_free_score(endpoints: Sequence[Endpoint]) -> list[float]:
+    """Free share of each replica's KV cache."""
+    return [1.0 - min(max(e.kv_usage, 0.0), 1.0) for e in endpoints]
+
+
+def by_load(endpoints: Sequence[Endpoint], start: int = 0) -> list[Endpoint]:
+    """Least loaded first; ties go round the ring from `start` so they spread evenly."""
+    n = len(endpoints)
+    if n == 0:
+        return []
+    ring = [endpoints[(start + i) % n] for i in range(n)]
+    return sorted(ring, key=lambda e: (e.load, e.kv_usage))

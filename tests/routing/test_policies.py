@@ -1,0 +1,116 @@
+"""Routing policies: each orders every endpoint, prefers what its formula says, and says why."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from deepfleet.routing import Endpoint, RouteRequest, build_policy, known_policies
+from deepfleet.routing.prefix_hash import PrefixHash
+
+REQ = RouteRequest("m", block_hashes=tuple(range(10)), prompt_tokens=160, prefix_key=12345)
+
+
+def ep(name: str, **facts: int | float) -> Endpoint:
+    return Endpoint(name, "m", f"http://{name}", **facts)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", known_policies())
+def test_every_policy_orders_all_endpoints(name: str) -> None:
+    policy = build_policy(name)
+    endpoints = [ep(f"r{i}", running=i) for i in range(5)]
+    for _ in range(10):
+        order = policy.order(REQ, endpoints)
+        assert sorted(e.replica_id for e in order) == [f"r{i}" for i in range(5)]
+    assert policy.order(REQ, []) == []
+    assert [e.replica_id for e in policy.order(REQ, endpoints[:1])] == ["r0"]
+
+
+def test_registry_refuses_unknown_names_and_parameters() -> None:
+    with pytest.raises(ValueError, match="unknown routing policy"):
+        build_policy("nope")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        build_policy("kv_aware", {"prefix_wieght": 1})
+    with pytest.raises(ValueError, match="no parameters"):
+        build_policy("round_robin", {"x": 1})
+
+
+def test_load_counts_what_was_routed_since_the_scrape() -> None:
+    assert ep("a", running=2, waiting=1, routed=3).load == 6
+    assert ep("a", running=2, in_flight=9).load == 9
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "first", "reason"),
+    [
+        # the replica holding most of the prompt wins over an idler one
+        ([ep("a", matched_blocks=9, running=3), ep("b", running=1)], "a", "prefix"),
+        # no replica holds any of it: the least loaded one
+        ([ep("a", running=3), ep("b", running=1)], "b", "load"),
+        # partial matches: the longer one
+        ([ep("a", matched_blocks=2), ep("b", matched_blocks=8)], "b", "prefix"),
+        # the cache-best replica is overloaded: spill to the least loaded
+        ([ep("a", matched_blocks=10, running=20), ep("b", running=2)], "b", "spill"),
+        # overloaded by the requests routed since the last scrape
+        ([ep("a", matched_blocks=10, routed=12), ep("b", running=2)], "b", "spill"),
+        # an imbalance below spill_abs keeps the cache
+        ([ep("a", matched_blocks=10, running=9), ep("b", running=2)], "a", "prefix"),
+        # equal matches: the emptier KV cache and load decide
+        ([ep("a", matched_blocks=5, kv_usage=0.9), ep("b", matched_blocks=5)], "b", "prefix"),
+    ],
+)
+def test_kv_aware(endpoints: list[Endpoint], first: str, reason: str) -> None:
+    decision = build_policy("kv_aware").decide(REQ, endpoints)  # type: ignore[attr-defined]
+    assert (decision.order[0].replica_id, decision.reason) == (first, reason)
+
+
+def test_kv_aware_weights_are_configurable() -> None:
+    endpoints = [ep("a", matched_blocks=6, running=6), ep("b", running=1)]
+    assert build_policy("kv_aware").order(REQ, endpoints)[0].replica_id == "a"
+    cache_light = build_policy("kv_aware", {"prefix_weight": 0.5})
+    assert cache_light.order(REQ, endpoints)[0].replica_id == "b"
+
+
+def test_kv_aware_spreads_an_idle_fleet_evenly() -> None:
+    policy = build_policy("kv_aware")
+    endpoints = [ep(f"r{i}") for i in range(4)]
+    firsts = Counter(policy.order(RouteRequest("m"), endpoints)[0].replica_id for _ in range(40))
+    assert set(firsts.values()) == {10}
+
+
+def test_least_load_and_power_of_two_prefer_idle_replicas() -> None:
+    endpoints = [ep("busy", running=10), ep("idle"), ep("mid", running=5)]
+    assert build_policy("least_load").order(REQ, endpoints)[0].replica_id == "idle"
+    p2c = build_policy("power_of_two", {"seed": 1})
+    firsts = Counter(p2c.order(REQ, endpoints)[0].replica_id for _ in range(300))
+    assert firsts["busy"] == 0 and firsts["idle"] > firsts["mid"]
+
+
+def test_prefix_hash_is_sticky_and_moves_few_keys_when_a_replica_leaves() -> None:
+    policy = PrefixHash()
+    endpoints = [ep(f"r{i}") for i in range(8)]
+    keys = range(0, 2**64, 2**64 // 2000)
+    before = {
+        k: policy.order(RouteRequest("m", prefix_key=k), endpoints)[0].replica_id for k in keys
+    }
+    again = {
+        k: policy.order(RouteRequest("m", prefix_key=k), endpoints)[0].replica_id for k in keys
+    }
+    assert before == again
+    share = Counter(before.values())
+    assert min(share.values()) > 2000 / 8 / 2  # vnodes spread keys roughly evenly
+    fewer = [e for e in endpoints if e.replica_id != "r3"]
+    after = {k: policy.order(RouteRequest("m", prefix_key=k), fewer)[0].replica_id for k in keys}
+    moved = [k for k in keys if before[k] != after[k]]
+    assert all(before[k] == "r3" for k in moved)
+
+
+def test_prefix_hash_bounded_load_passes_a_hot_key_on() -> None:
+    policy = PrefixHash({"load_factor": 1.25})
+    endpoints = [ep(f"r{i}") for i in range(4)]
+    owner = policy.order(REQ, endpoints)[0].replica_id
+    hot = [ep(e.replica_id, running=20 if e.replica_id == owner else 1) for e in endpoints]
+    decision = policy.decide(REQ, hot)
+    assert decision.order[0].replica_id != owner and decision.reason == "spill"
+    assert decision.order[1].replica_id == owner  # still the next choice on failure
