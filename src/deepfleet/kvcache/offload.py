@@ -1,0 +1,75 @@
+"""Engine arguments for KV offloading and sharing (fleet.yaml `kv_cache:`), for vLLM on GPUs.
+
+- offload `cpu`: vLLM's native OffloadingConnector, `cpu_gib` of CPU memory per replica.
+- offload `lmcache`: LMCacheConnectorV1 in the engine, configured by LMCACHE_* variables: a CPU
+  tier, optionally a local disk tier and a remote tier that every replica shares (an LMCache
+  server or Redis; `shared_store_launch` gives the command to start the fleet's own).
+Both need `kv_role: kv_both` (each replica stores and loads). vLLM's CPU build has no device
+memory to offload from, so other engines get no arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+
+from deepfleet.config.kvcache import KvCacheSpec
+
+GPU_ENGINES = ("vllm",)
+
+
+@dataclass(frozen=True)
+class EngineExtras:
+    flags: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def kv_transfer_config(spec: KvCacheSpec) -> dict[str, object] | None:
+    """The `--kv-transfer-config` value for `spec`, or None when nothing is offloaded."""
+    if spec.offload == "cpu":
+        assert spec.cpu_gib is not None
+        return {
+            "kv_connector": "OffloadingConnector",
+            "kv_role": "kv_both",
+            "kv_connector_extra_config": {"cpu_bytes_to_use": int(spec.cpu_gib * (1 << 30))},
+        }
+    if spec.offload == "lmcache":
+        return {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
+    return None
+
+
+def lmcache_env(spec: KvCacheSpec) -> dict[str, str]:
+    env = {
+        "LMCACHE_CHUNK_SIZE": str(spec.chunk_size),
+        "LMCACHE_LOCAL_CPU": "True" if spec.cpu_gib else "False",
+        "LMCACHE_MAX_LOCAL_CPU_SIZE": f"{spec.cpu_gib or 0:g}",
+    }
+    if spec.disk is not None:
+        env["LMCACHE_LOCAL_DISK"] = f"file://{spec.disk.path.expanduser()}/"
+        env["LMCACHE_MAX_LOCAL_DISK_SIZE"] = f"{spec.disk.gib:g}"
+    if spec.remote is not None:
+        env["LMCACHE_REMOTE_URL"] = spec.remote.address
+        env["LMCACHE_REMOTE_SERDE"] = "naive"
+    return env
+
+
+def offload_args(spec: KvCacheSpec, engine: str) -> EngineExtras:
+    """Extra flags and environment for one replica of a model served by `engine`."""
+    config = kv_transfer_config(spec)
+    if config is None or engine not in GPU_ENGINES:
+        return EngineExtras()
+    flags = ["--kv-transfer-config", json.dumps(config, separators=(",", ":"))]
+    env = lmcache_env(spec) if spec.offload == "lmcache" else {}
+    return EngineExtras(flags, env)
+
+
+def shared_store_launch(spec: KvCacheSpec, python: str = sys.executable) -> list[str] | None:
+    """The command of the shared KV store the fleet starts itself (remote tier without `url`)."""
+    remote = spec.remote
+    if spec.offload != "lmcache" or remote is None or remote.url:
+        return None
+    if remote.kind == "lmcache":
+        return [python, "-m", "lmcache.v1.server", remote.host, str(remote.port)]
+    return ["redis-server", "--bind", remote.host, "--port", str(remote.port),
+            "--save", "", "--appendonly", "no"]  # fmt: skip

@@ -1,0 +1,220 @@
+"""The KV event subscriber: one SUB socket per engine, bound where the engine connects.
+
+vLLM connects its PUB socket to a concrete `tcp://HOST:PORT` (shared/FACTS.md), so the
+gateway binds that address; a restarted engine simply connects again. With several gateway
+workers only one process can bind a port, so the server's main process runs an EventRelay
+(relay.py) that binds every engine port and republishes on one local endpoint, and each
+worker connects there instead (frames then start with the replica id).
+
+Gaps (seen through sequence numbers) are closed by a resync, in order of preference:
+1. replay: the engine's ROUTER replay endpoint (from GET /kv_event_sources) sends every batch
+   it still buffers from the missing number on;
+2. reset: POST /reset_prefix_cache (vLLM's dev-mode route; the simulator has it): the engine
+   drops its prefix cache and publishes AllBlocksCleared, so both sides start empty;
+3. forget: the index drops the replica's blocks and learns again from new BlockStored events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import zmq
+import zmq.asyncio
+
+from deepfleet.kvcache.events import END_SEQ, EventStreams, Verdict, seq_of
+
+log = logging.getLogger(__name__)
+REPLAY_TIMEOUT_S = 2.0
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """Where one replica's events arrive and where its HTTP API answers."""
+
+    replica: str
+    endpoint: str  # what the subscriber binds, e.g. tcp://127.0.0.1:5557
+    url: str  # the engine's base URL
+
+
+class Resyncer:
+    """Closes a gap in one replica's stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        streams: EventStreams,
+        session: Callable[[], aiohttp.ClientSession],
+        context: zmq.asyncio.Context,
+        on_resync: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._streams = streams
+        self._session = session
+        self._context = context
+        self._on_resync = on_resync
+
+    async def run(self, replica: str, url: str) -> str:
+        """Resync `replica`; returns how: replay, reset or forget."""
+        how = "forget"
+        try:
+            endpoint = await self._replay_endpoint(url)
+            if endpoint is not None and await self._replay(replica, endpoint):
+                how = "replay"
+                self._streams.resync_done(replica)
+            else:
+                how = "reset" if await self._reset(url) else "forget"
+                self._streams.resync_reset(replica)
+        except Exception:  # never leave a stream stuck in resync
+            log.exception("resync of %s failed", replica)
+            self._streams.resync_reset(replica)
+        if self._on_resync is not None:
+            self._on_resync(replica, how)
+        return how
+
+    async def _replay_endpoint(self, url: str) -> str | None:
+        try:
+            async with self._session().get(url + "/kv_event_sources", timeout=HTTP_TIMEOUT) as r:
+                if r.status != 200:
+                    return None
+                sources: dict[str, Any] = await r.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        for config in sources.values():
+            endpoint = config.get("replay_endpoint") if isinstance(config, dict) else None
+            if isinstance(endpoint, str) and endpoint.startswith("tcp://"):
+                host = urlsplit(url).hostname or "127.0.0.1"
+                return endpoint.replace("*", host)
+            if isinstance(endpoint, str) and endpoint.startswith("ipc://"):
+                return endpoint
+        return None
+
+    async def _replay(self, replica: str, endpoint: str) -> bool:
+        start = self._streams.resync_from(replica)
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(endpoint)
+            await sock.send_multipart([b"", start.to_bytes(8, "big")])
+            covered = True
+            while True:
+                if not await sock.poll(REPLAY_TIMEOUT_S * 1000):
+                    return False
+                frames = await sock.recv_multipart()
+                if len(frames) < 4:
+                    continue
+                seq = seq_of(frames[2])
+                if seq == END_SEQ:
+                    return covered
+                covered = covered and self._streams.replayed(replica, seq, frames[3])
+        finally:
+            sock.close(linger=0)
+
+    async def _reset(self, url: str) -> bool:
+        try:
+            async with self._session().post(url + "/reset_prefix_cache", timeout=HTTP_TIMEOUT) as r:
+                return r.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+
+class EventSubscriber:
+    """Receives the events of every publisher (or of one relay) into `streams`."""
+
+    def __init__(
+        self,
+        streams: EventStreams,
+        resyncer: Resyncer,
+        context: zmq.asyncio.Context,
+        *,
+        relay: str | None = None,
+    ) -> None:
+        self.streams = streams
+        self._resyncer = resyncer
+        self._context = context
+        self._relay = relay
+        self._publishers: dict[str, Publisher] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._resyncs: dict[str, asyncio.Task[str]] = {}
+
+    async def start(self) -> None:
+        if self._relay is not None:
+            sock = self._context.socket(zmq.SUB)
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.setsockopt(zmq.RCVHWM, 0)
+            sock.connect(self._relay)
+            self._tasks[""] = asyncio.create_task(self._read(sock, None), name="kv-relay")
+
+    def set_publishers(self, publishers: list[Publisher]) -> None:
+        """Bind new publishers, close removed ones (a relay binds for us: then only the URLs
+        for resync are kept)."""
+        wanted = {p.replica: p for p in publishers}
+        for replica in list(self._publishers):
+            if replica not in wanted or wanted[replica] != self._publishers[replica]:
+                self._close(replica)
+        for replica, publisher in wanted.items():
+            if replica in self._publishers:
+                continue
+            self._publishers[replica] = publisher
+            if self._relay is None:
+                sock = self._context.socket(zmq.SUB)
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+                sock.setsockopt(zmq.RCVHWM, 0)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.bind(publisher.endpoint)
+                self._tasks[replica] = asyncio.create_task(
+                    self._read(sock, replica), name=f"kv-events-{replica}"
+                )
+
+    def _close(self, replica: str) -> None:
+        self._publishers.pop(replica, None)
+        task = self._tasks.pop(replica, None)
+        if task is not None:
+            task.cancel()
+        resync = self._resyncs.pop(replica, None)
+        if resync is not None:
+            resync.cancel()
+        self.streams.forget(replica)
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks.values(), *self._resyncs.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._resyncs.clear()
+
+    async def _read(self, sock: zmq.asyncio.Socket, replica: str | None) -> None:
+        try:
+            while True:
+                frames = await sock.recv_multipart()
+                if replica is None:  # from the relay: [replica, topic, seq, payload]
+                    if len(frames) != 4:
+                        continue
+                    name = frames[0].decode()
+                    frames = frames[1:]
+                    if name not in self._publishers:
+                        continue
+                else:
+                    name = replica
+                if len(frames) != 3:
+                    continue
+                verdict = self.streams.receive(name, seq_of(frames[1]), frames[2])
+                if verdict is Verdict.GAP:
+                    self._start_resync(name)
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.close(linger=0)
+
+    def _start_resync(self, replica: str) -> None:
+        publisher = self._publishers.get(replica)
+        if publisher is None or replica in self._resyncs:
+            return
+        task = asyncio.create_task(self._resyncer.run(replica, publisher.url))
+        self._resyncs[replica] = task
+        task.add_done_callback(lambda _t: self._resyncs.pop(replica, None))
