@@ -11,6 +11,7 @@ up: setup
 	$(VENV)/bin/deepfleet up
 
 test: setup
+	scripts/setup-test-deps.sh
 	scripts/run-tests.sh
 
 test-fast: setup

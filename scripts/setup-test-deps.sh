@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# What the end-to-end tests need beyond the project venv: Debian packages (Prometheus,
+# shellcheck, Chromium) and the Open-WebUI venv. Idempotent; run by `make test`.
+# Without root (or apt) the Debian part is skipped with a note, and the tests that need those
+# tools skip with a reason that names this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v chromium >/dev/null || need+=(chromium)
+if ((${#need[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "setup-test-deps: installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "setup-test-deps: not root or no apt-get; missing ${need[*]} (their tests will skip)" >&2
+  fi
+fi
+if [[ -x scripts/setup-webui.sh ]]; then
+  scripts/setup-webui.sh
+fi
