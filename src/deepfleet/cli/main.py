@@ -12,6 +12,7 @@ from deepfleet.cli import (
     keys_cmd,
     models_cmds,
     plan_cmd,
+    render_cmd,
     sim_cmd,
 )
 
@@ -33,6 +34,7 @@ for _module in (
     plan_cmd,
     sim_cmd,
     keys_cmd,
+    render_cmd,
 ):
     _module.register(app)
 

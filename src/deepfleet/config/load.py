@@ -69,6 +69,7 @@ def validate(data: Any, source: str = "fleet.yaml") -> FleetConfig:
                     f"models[{i}].source: model folder {m.source!r} {what} "
                     "(give a folder holding config.json, a hub id, or `bundled`)"
                 )
+    problems += cfg.deploy.problems(cfg.cluster, cfg.models)
     if problems:
         raise ConfigError(source, problems)
     return cfg

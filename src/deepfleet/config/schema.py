@@ -136,6 +136,10 @@ class GatewaySpec(Strict):
     admission: AdmissionSpec = Field(default_factory=AdmissionSpec)
 
 
+# Imported here, not at the top: the deploy section builds on Strict and ParallelSpec above.
+from deepfleet.config.deploy import DeploySpec  # noqa: E402
+
+
 class FleetConfig(Strict):
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     models: list[ModelSpec] = Field(min_length=1, description="The models the fleet serves.")
@@ -148,6 +152,11 @@ class FleetConfig(Strict):
     state_dir: Path | None = Field(
         None,
         description="Where logs, pid files and the fleet state live; None: the user state dir.",
+    )
+    deploy: DeploySpec = Field(
+        default_factory=DeploySpec,
+        description="Nodes, images, volumes and addresses for `deepfleet render` (Kubernetes, "
+        "docker compose, Ascend).",
     )
 
     @model_validator(mode="after")

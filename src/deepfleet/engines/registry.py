@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from deepfleet.engines.base import EngineAdapter
+from deepfleet.engines.mindie import MindieAdapter
 from deepfleet.engines.vllm import VllmAdapter
+from deepfleet.engines.vllm_ascend import VllmAscendAdapter
 
 _ADAPTERS: dict[str, EngineAdapter] = {
     "vllm": VllmAdapter(name="vllm"),
     "vllm-cpu": VllmAdapter(name="vllm-cpu", cpu=True),
+    "vllm-ascend": VllmAscendAdapter(),
+    "mindie": MindieAdapter(),
 }
 
 

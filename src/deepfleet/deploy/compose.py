@@ -1,0 +1,289 @@
+"""`deepfleet render compose`: docker compose for one GPU host, and for several hosts the
+per-node scripts of multihost.py (the run_cluster.sh setup of the planning document).
+
+One host (cluster.nodes 1): one engine container per replica from the official vLLM image
+(its devices reserved by index), the gateway, Prometheus, Grafana and Open-WebUI. Several
+hosts: the engines run inside the Ray containers (`nodes/`, `serve.sh`) and the compose file,
+run on the head, holds the rest.
+
+The gateway runs without the controller here: `gateway/fleet.json` lists the engines as
+ready, and the gateway's passive ejection skips one that refuses (still loading, or down)
+until it answers. Prometheus gets a minimal scrape config (gateway, engines, Ray nodes);
+Grafana gets Prometheus as its data source.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from deepfleet.deploy.bundle import Bundle, to_yaml
+from deepfleet.deploy.k8s_ray import METRICS_PORT
+from deepfleet.deploy.multihost import render_nodes
+from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment, is_loopback
+from deepfleet.deploy.texts import compose_readme, dockerfile
+from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus
+
+STATE_DIR = "/var/lib/deepfleet"
+KEY_FILE = f"{STATE_DIR}/admin-key.json"
+WEBUI_PORT = 8080
+GRAFANA_PORT = 3000
+HEALTH_INTERVAL_S = 30
+
+
+def engine_service(m: ModelDeployment, replica: int) -> str:
+    return "engine-" + re.sub(r"[^a-z0-9]+", "-", f"{m.spec.name}-{replica}".lower()).strip("-")
+
+
+def _health(url: str, start_period_s: int) -> dict[str, Any]:
+    code = f"import urllib.request; urllib.request.urlopen('{url}', timeout=5)"
+    return {
+        "test": ["CMD", "python3", "-c", code],
+        "interval": f"{HEALTH_INTERVAL_S}s",
+        "timeout": "10s",
+        "retries": 3,
+        "start_period": f"{start_period_s}s",
+    }
+
+
+def _endpoints(dp: DeployPlan, multi_host: bool) -> list[tuple[ModelDeployment, int, str]]:
+    """(model, replica, base URL) of every engine, as the gateway and Prometheus reach it."""
+    head = str(dp.cfg.deploy.nodes[0].address) if multi_host else ""
+    out = []
+    for m, r, port in dp.engines():
+        host = head if multi_host else engine_service(m, r)
+        out.append((m, r, f"http://{host}:{port}"))
+    return out
+
+
+def _engines(dp: DeployPlan) -> dict[str, Any]:
+    d = dp.cfg.deploy
+    services: dict[str, Any] = {}
+    next_device = 0
+    for m, r, port in dp.engines():
+        spec = m.launch(r, "0.0.0.0", port)
+        devices = [str(i) for i in range(next_device, next_device + m.devices_per_replica)]
+        next_device += m.devices_per_replica
+        services[engine_service(m, r)] = {
+            "image": d.images.vllm,
+            "entrypoint": spec.argv,
+            "environment": dict(spec.env),
+            "shm_size": f"{d.shm_size_gib}gb",
+            "volumes": [
+                f"{d.model_dir}:{d.model_dir}:ro",
+                f"{d.hf_cache}:/root/.cache/huggingface",
+            ],
+            "deploy": {
+                "resources": {
+                    "reservations": {
+                        "devices": [
+                            {"driver": "nvidia", "device_ids": devices, "capabilities": ["gpu"]}
+                        ]
+                    }
+                }
+            },
+            "healthcheck": _health(
+                f"http://127.0.0.1:{port}/health",
+                m.load_budget_s(d.kubernetes.load_gib_per_s),
+            ),
+            "restart": "unless-stopped",
+        }
+    return services
+
+
+def _gateway(dp: DeployPlan, engines: list[str]) -> dict[str, Any]:
+    g, d = dp.cfg.gateway, dp.cfg.deploy
+    serve = (
+        f"python3 -m deepfleet.gateway --state-file {STATE_DIR}/fleet.json --settings "
+        f"{STATE_DIR}/gateway.json --host 0.0.0.0 --port {g.port} --workers {g.workers}"
+    )
+    key = (
+        f"umask 077; [ -s {KEY_FILE} ] || deepfleet keys create --name admin --admin --json "
+        f"--state-dir {STATE_DIR} > {KEY_FILE}"
+    )
+    service: dict[str, Any] = {
+        "image": d.images.deepfleet,
+        "entrypoint": ["/bin/bash", "-c", f"{key}; exec {serve}"],
+        "ports": [f"{g.host}:{g.port}:{g.port}"],
+        "volumes": [f"./gateway:{STATE_DIR}"],
+        "healthcheck": _health(f"http://127.0.0.1:{g.port}/health", 30),
+        "restart": "unless-stopped",
+    }
+    if engines:
+        service["depends_on"] = engines
+    return service
+
+
+def fleet_state(dp: DeployPlan, multi_host: bool) -> dict[str, Any]:
+    """The gateway's fleet.json: every engine listed as ready (see the module docstring)."""
+    g = dp.cfg.gateway
+    models = [
+        ModelRoute(m.spec.name, m.spec.routing, max_model_len=m.layout.max_model_len)
+        for m in dp.models
+    ]
+    replicas = [
+        ReplicaStatus(
+            replica_id=f"{m.spec.name}-{r}",
+            model=m.spec.name,
+            engine=m.spec.engine,
+            url=url,
+            state=ReplicaState.READY,
+            node=str(dp.cfg.deploy.nodes[0].name) if multi_host else engine_service(m, r),
+        )
+        for m, r, url in _endpoints(dp, multi_host)
+    ]
+    state = FleetState(0, f"http://{g.host}:{g.port}", models=models, replicas=replicas)
+    return state.to_json()
+
+
+def gateway_settings(dp: DeployPlan) -> str:
+    spec = dp.cfg.gateway.model_copy(update={"keys_db": Path(STATE_DIR, "keys.db")})
+    return spec.model_dump_json(indent=1) + "\n"
+
+
+def prometheus_config(dp: DeployPlan, multi_host: bool) -> dict[str, Any]:
+    g, mon = dp.cfg.gateway, dp.cfg.deploy.monitoring
+    gateway_job: dict[str, Any] = {
+        "job_name": "deepfleet-gateway",
+        "metrics_path": "/metrics",
+        "static_configs": [{"targets": [f"gateway:{g.port}"]}],
+    }
+    if g.metrics_token:
+        gateway_job["authorization"] = {"type": "Bearer", "credentials": g.metrics_token}
+    engines = [
+        {
+            "targets": [url.removeprefix("http://")],
+            "labels": {"model": m.spec.name, "replica": f"{m.spec.name}-{r}"},
+        }
+        for m, r, url in _endpoints(dp, multi_host)
+    ]
+    jobs = [gateway_job, {"job_name": "engines", "static_configs": engines}]
+    if multi_host:
+        nodes = [f"{n.address}:{METRICS_PORT}" for n in dp.cfg.deploy.nodes]
+        jobs.append({"job_name": "ray", "static_configs": [{"targets": nodes}]})
+    return {
+        "global": {
+            "scrape_interval": f"{mon.scrape_interval_s}s",
+            "evaluation_interval": f"{mon.scrape_interval_s}s",
+        },
+        "scrape_configs": jobs,
+    }
+
+
+def _monitoring(dp: DeployPlan, bundle: Bundle, multi_host: bool) -> dict[str, Any]:
+    mon, images = dp.cfg.deploy.monitoring, dp.cfg.deploy.images
+    services: dict[str, Any] = {}
+    if mon.prometheus:
+        bundle.add("prometheus/prometheus.yml", to_yaml(prometheus_config(dp, multi_host)))
+        services["prometheus"] = {
+            "image": images.prometheus,
+            "command": [
+                "--config.file=/etc/prometheus/prometheus.yml",
+                "--storage.tsdb.path=/prometheus",
+            ],
+            "ports": [f"{mon.prometheus_port}:9090"],
+            "volumes": [
+                "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+                "prometheus-data:/prometheus",
+            ],
+            "restart": "unless-stopped",
+        }
+    if mon.grafana:
+        source = {
+            "apiVersion": 1,
+            "datasources": [
+                {
+                    "name": "Prometheus",
+                    "type": "prometheus",
+                    "access": "proxy",
+                    "url": "http://prometheus:9090",
+                    "isDefault": True,
+                }
+            ],
+        }
+        bundle.add("grafana/provisioning/datasources/prometheus.yaml", to_yaml(source))
+        services["grafana"] = {
+            "image": images.grafana,
+            "ports": [f"{mon.grafana_port}:{GRAFANA_PORT}"],
+            "volumes": [
+                "./grafana/provisioning:/etc/grafana/provisioning:ro",
+                "grafana-data:/var/lib/grafana",
+            ],
+            "restart": "unless-stopped",
+        }
+        if mon.prometheus:
+            services["grafana"]["depends_on"] = ["prometheus"]
+    return services
+
+
+def _open_webui(dp: DeployPlan) -> dict[str, Any]:
+    d = dp.cfg.deploy
+    return {
+        "image": d.images.open_webui,
+        "environment": {
+            "OPENAI_API_BASE_URL": f"http://gateway:{dp.cfg.gateway.port}/v1",
+            "OPENAI_API_KEY": "${DEEPFLEET_API_KEY:-}",
+            "ENABLE_OLLAMA_API": "false",
+        },
+        "ports": [f"{d.open_webui.port}:{WEBUI_PORT}"],
+        "volumes": ["open-webui:/app/backend/data"],
+        "depends_on": ["gateway"],
+        "restart": "unless-stopped",
+    }
+
+
+def _check(dp: DeployPlan, multi_host: bool) -> None:
+    problems = []
+    if is_loopback(dp.cfg.gateway.host):
+        problems.append(
+            f"gateway.host: {dp.cfg.gateway.host} is loopback inside the gateway container; set "
+            "0.0.0.0 (the published port decides who reaches it)"
+        )
+    if multi_host and not dp.cfg.deploy.nodes:
+        problems.append(
+            f"deploy.nodes: required for {dp.cfg.cluster.nodes} nodes (name, address and NIC of "
+            "each, the head first)"
+        )
+    if any(m.spec.engine != "vllm" for m in dp.models):
+        engines = sorted({m.spec.engine for m in dp.models} - {"vllm"})
+        problems.append(
+            f"models: the compose target runs the official vLLM image; engine(s) "
+            f"{', '.join(engines)} need `deepfleet render ascend` or `deepfleet up`"
+        )
+    if problems:
+        raise DeployError(problems)
+
+
+def render_compose(dp: DeployPlan, config_text: str) -> Bundle:
+    """The compose bundle for `dp`; `config_text` is the fleet.yaml it was planned from."""
+    multi_host = dp.cfg.cluster.nodes > 1
+    _check(dp, multi_host)
+    bundle = Bundle()
+    engines = {} if multi_host else _engines(dp)
+    services: dict[str, Any] = {
+        **engines,
+        "gateway": _gateway(dp, list(engines)),
+        **_monitoring(dp, bundle, multi_host),
+    }
+    volumes: dict[str, Any] = {}
+    if "prometheus" in services:
+        volumes["prometheus-data"] = {}
+    if "grafana" in services:
+        volumes["grafana-data"] = {}
+    if dp.cfg.deploy.open_webui.enabled:
+        services["open-webui"] = _open_webui(dp)
+        volumes["open-webui"] = {}
+    compose: dict[str, Any] = {"name": "deepfleet", "services": services}
+    if volumes:
+        compose["volumes"] = volumes
+    bundle.add("compose.yaml", to_yaml(compose))
+    bundle.add("gateway/fleet.json", json.dumps(fleet_state(dp, multi_host), indent=1) + "\n")
+    bundle.add("gateway/gateway.json", gateway_settings(dp))
+    bundle.add("fleet.yaml", config_text)
+    bundle.add("Dockerfile", dockerfile(dp))
+    bundle.add("README.md", compose_readme(dp, multi_host))
+    if multi_host:
+        render_nodes(dp, bundle)
+    return bundle

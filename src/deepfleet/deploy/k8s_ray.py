@@ -1,0 +1,265 @@
+"""The KubeRay RayCluster: a head pod running Ray's head, the deepfleet controller and the
+gateway; one GPU worker group sized from the planner's layout.
+
+Container commands are ours (annotation ray.io/overwrite-container-cmd), built from the same
+rayStartParams the operator reads, so the operator and the pods agree. Probes:
+
+- head: startupProbe on the gateway's /ready with a budget sized from the model (weights per
+  node / the volume's read rate, plus engine start-up, times two), so a replica still loading
+  is never counted as a failure; then readiness on /ready (a ready replica per model) and
+  liveness on /health (the gateway process answers; replicas loading or restarting do not
+  matter). Exec probes, because the gateway listens on 127.0.0.1 until an API key exists.
+- workers: raylet health only. The engines inside them are the controller's to supervise; no
+  probe of a worker looks at an engine, so none can kill a replica that is loading.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepfleet.deploy.plan import DeployPlan
+
+CONFIG_DIR = "/etc/deepfleet"
+STATE_DIR = "/var/lib/deepfleet"
+KEY_FILE = f"{STATE_DIR}/admin-key.json"
+METRICS_PORT = 8080
+AGENT_PORT = 52365
+DASHBOARD_PORT = 8265
+CLIENT_PORT = 10001
+PROBE_PERIOD_S = 30
+MODELS_VOLUME = "models"
+
+
+def head_service(dp: DeployPlan) -> str:
+    """KubeRay names the head's Service <cluster>-head-svc."""
+    k = dp.cfg.deploy.kubernetes
+    return f"{k.name}-head-svc.{k.namespace}.svc.cluster.local"
+
+
+def _params_flags(params: dict[str, str]) -> str:
+    return " ".join(f"--{k}={v}" for k, v in params.items())
+
+
+def _http_exec(port: int, path: str) -> list[str]:
+    code = (
+        "import sys, urllib.request; "
+        f"sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=5)"
+        ".status == 200 else 1)"
+    )
+    return ["python3", "-c", code]
+
+
+def _probe(action: dict[str, Any], period: int, failures: int) -> dict[str, Any]:
+    return {
+        **action,
+        "periodSeconds": period,
+        "timeoutSeconds": 10,
+        "failureThreshold": failures,
+    }
+
+
+def _head_probes(dp: DeployPlan) -> dict[str, Any]:
+    port = dp.cfg.gateway.port
+    ready = {"exec": {"command": _http_exec(port, "/ready")}}
+    alive = {"exec": {"command": _http_exec(port, "/health")}}
+    budget = dp.load_budget_s()
+    return {
+        "startupProbe": _probe(ready, PROBE_PERIOD_S, -(-budget // PROBE_PERIOD_S)),
+        "readinessProbe": _probe(ready, 10, 3),
+        "livenessProbe": _probe(alive, 20, 6),
+    }
+
+
+def _worker_probes() -> dict[str, Any]:
+    raylet = {"httpGet": {"path": "/api/local_raylet_healthz", "port": AGENT_PORT}}
+    return {
+        "startupProbe": _probe(raylet, 10, 60),
+        "readinessProbe": _probe(raylet, 10, 3),
+        "livenessProbe": _probe(raylet, 30, 12),
+    }
+
+
+def model_volume(dp: DeployPlan) -> dict[str, Any]:
+    mv = dp.cfg.deploy.kubernetes.model_volume
+    if mv.host_path is not None:
+        return {"name": MODELS_VOLUME, "hostPath": {"path": mv.host_path, "type": "Directory"}}
+    return {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": mv.claim}}
+
+
+def models_read_only(dp: DeployPlan) -> bool:
+    """Engines write into the volume only when a model is a hub id (their download cache)."""
+    return all(m.spec.is_local_path for m in dp.models)
+
+
+def hf_home(dp: DeployPlan) -> str:
+    return f"{dp.cfg.deploy.model_dir}/.hf-cache"
+
+
+def _network_env(dp: DeployPlan) -> list[dict[str, str]]:
+    nic = dp.cfg.cluster.network.interface
+    if not (dp.cfg.deploy.kubernetes.host_network and nic):
+        return []
+    names = ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME")
+    return [{"name": n, "value": nic} for n in names]
+
+
+def _pod_spec(dp: DeployPlan, containers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A pod spec; empty optional fields (no init containers, no selector) are left out."""
+    k = dp.cfg.deploy.kubernetes
+    for c in containers:
+        if not c.get("env", True):
+            del c["env"]
+    spec: dict[str, Any] = {
+        "containers": containers,
+        **{key: value for key, value in extra.items() if value},
+    }
+    if k.host_network:
+        spec |= {"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"}
+    return spec
+
+
+def _head(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
+    d, k = dp.cfg.deploy, dp.cfg.deploy.kubernetes
+    params = {
+        "port": str(d.ray_port),
+        "dashboard-host": "0.0.0.0",
+        "num-gpus": "0",
+        "metrics-export-port": str(METRICS_PORT),
+        "dashboard-agent-listen-port": str(AGENT_PORT),
+    }
+    up = f"deepfleet up -f {CONFIG_DIR}/fleet.yaml --state-dir {STATE_DIR}"
+    key = (
+        f"umask 077; [ -s {KEY_FILE} ] || deepfleet keys create --name admin --admin --json "
+        f"-f {CONFIG_DIR}/fleet.yaml --state-dir {STATE_DIR} > {KEY_FILE}"
+    )
+    resources = {"cpu": str(k.head_cpu), "memory": f"{k.head_memory_gib}Gi"}
+    container = {
+        "name": "ray-head",
+        "image": d.images.deepfleet,
+        "command": ["/bin/bash", "-lc", "--"],
+        "args": [f"ulimit -n 65536; ray start --head {_params_flags(params)} && exec {up}"],
+        "ports": [
+            {"containerPort": d.ray_port, "name": "gcs"},
+            {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
+            {"containerPort": CLIENT_PORT, "name": "client"},
+            {"containerPort": METRICS_PORT, "name": "metrics"},
+            {"containerPort": dp.cfg.gateway.port, "name": "gateway"},
+        ],
+        "env": _network_env(dp),
+        "resources": {"requests": resources, "limits": resources},
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "state", "mountPath": STATE_DIR},
+            {"name": MODELS_VOLUME, "mountPath": d.model_dir, "readOnly": True},
+        ],
+        **_head_probes(dp),
+    }
+    key_init = {
+        "name": "api-key",
+        "image": d.images.deepfleet,
+        "command": ["/bin/bash", "-c", key],
+        "volumeMounts": container["volumeMounts"][:2],
+    }
+    volumes = [
+        {"name": "config", "configMap": {"name": f"{k.name}-config"}},
+        {"name": "state", "persistentVolumeClaim": {"claimName": f"{k.name}-state"}},
+        model_volume(dp),
+    ]
+    return {
+        "rayStartParams": params,
+        "serviceType": "ClusterIP",
+        "template": {
+            "metadata": {
+                "labels": {"app.kubernetes.io/component": "head"},
+                "annotations": {
+                    "ray.io/overwrite-container-cmd": "true",
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(METRICS_PORT),
+                },
+            },
+            "spec": _pod_spec(
+                dp,
+                [container],
+                initContainers=[*wait, key_init],
+                volumes=volumes,
+                nodeSelector=dict(k.head_node_selector),
+            ),
+        },
+    }
+
+
+def _worker_group(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
+    d, k = dp.cfg.deploy, dp.cfg.deploy.kubernetes
+    per_node = dp.cfg.cluster.devices_per_node
+    params = {
+        "num-gpus": str(per_node),
+        "metrics-export-port": str(METRICS_PORT),
+        "dashboard-agent-listen-port": str(AGENT_PORT),
+    }
+    start = f"ray start --address={head_service(dp)}:{d.ray_port} {_params_flags(params)} --block"
+    limits: dict[str, str] = {k.gpu_resource: str(per_node)}
+    if k.worker_cpu is not None:
+        limits["cpu"] = str(k.worker_cpu)
+    if k.worker_memory_gib is not None:
+        limits["memory"] = f"{k.worker_memory_gib}Gi"
+    env = [{"name": "HF_HOME", "value": hf_home(dp)}, *_network_env(dp)]
+    container = {
+        "name": "ray-worker",
+        "image": d.images.deepfleet,
+        "command": ["/bin/bash", "-lc", "--"],
+        "args": [f"ulimit -n 65536; {start}"],
+        "ports": [{"containerPort": METRICS_PORT, "name": "metrics"}],
+        "env": env,
+        "resources": {"requests": dict(limits), "limits": limits},
+        "volumeMounts": [
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": MODELS_VOLUME, "mountPath": d.model_dir, "readOnly": models_read_only(dp)},
+        ],
+        **_worker_probes(),
+    }
+    volumes = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{d.shm_size_gib}Gi"}},
+        model_volume(dp),
+    ]
+    nodes = dp.nodes_used
+    return {
+        "groupName": "gpu",
+        "replicas": nodes,
+        "minReplicas": nodes,
+        "maxReplicas": nodes,
+        "rayStartParams": params,
+        "template": {
+            "metadata": {
+                "labels": {"app.kubernetes.io/component": "gpu-worker"},
+                "annotations": {
+                    "ray.io/overwrite-container-cmd": "true",
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(METRICS_PORT),
+                },
+            },
+            "spec": _pod_spec(
+                dp,
+                [container],
+                initContainers=wait,
+                volumes=volumes,
+                nodeSelector=dict(k.node_selector),
+                tolerations=[t.model_dump(exclude_none=True) for t in k.tolerations],
+            ),
+        },
+    }
+
+
+def ray_cluster(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
+    """The RayCluster; `wait` are init containers that hold pods until the weights are there."""
+    k = dp.cfg.deploy.kubernetes
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": k.name, "labels": {"app.kubernetes.io/name": "deepfleet"}},
+        "spec": {
+            "rayVersion": k.ray_version,
+            "enableInTreeAutoscaling": False,
+            "headGroupSpec": _head(dp, wait),
+            "workerGroupSpecs": [_worker_group(dp, wait)],
+        },
+    }

@@ -1,0 +1,225 @@
+"""What every renderer needs from the planner: each model's layout and replica count, the
+nodes they take, engine launch specs from the engine adapters, and how long loading may take.
+
+Renderers never choose a layout or a flag themselves; they place what `deploy_plan` returns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from deepfleet.catalog.hardware import Device, GiB, UnknownDeviceError
+from deepfleet.catalog.models import ModelFacts, ModelFactsError, load_model_facts
+from deepfleet.config.schema import FleetConfig, ModelSpec
+from deepfleet.engines.base import LaunchSpec, ReplicaPlan
+from deepfleet.engines.registry import get_adapter
+from deepfleet.planner import Layout, plan
+from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
+
+LOAD_OVERHEAD_S = 600
+"""Besides reading weights: process start, collectives setup, CUDA graph capture or graph
+compilation, KV cache allocation (vLLM on 8 GPUs: 2-6 minutes)."""
+LOAD_SAFETY = 2.0
+"""The startup budget is this many times the estimate: a probe that gives up too early
+restarts the load from zero."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class DeployError(Exception):
+    """The config cannot be rendered for a target; one line per problem, naming the field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class ModelDeployment:
+    """One model entry as deployed: the planner's layout and how many replicas."""
+
+    index: int
+    spec: ModelSpec
+    layout: Layout
+    replicas: int
+    weight_format: str
+    weight_bytes: int
+    devices_per_node: int
+    note: str | None = None
+
+    @property
+    def devices_per_replica(self) -> int:
+        return self.layout.devices_per_replica
+
+    @property
+    def nodes_per_replica(self) -> int:
+        return max(1, math.ceil(self.devices_per_replica / self.devices_per_node))
+
+    @property
+    def multi_node(self) -> bool:
+        return self.devices_per_replica > self.devices_per_node
+
+    def engine_defaults(self, ray: bool = False) -> dict[str, Any]:
+        """Flags the layout sets beyond the ReplicaPlan fields (the config's engine_args win).
+        `ray`: place the workers through Ray even when the replica fits in one node (engines
+        started from a Ray head, so Ray accounts for every device)."""
+        out: dict[str, Any] = {"max_num_batched_tokens": self.layout.max_num_batched_tokens}
+        if self.layout.attn_dp > 1:
+            out |= {"data_parallel_size": self.layout.attn_dp, "enable_expert_parallel": True}
+        if self.multi_node or ray:
+            out["distributed_executor_backend"] = "ray"
+        return out
+
+    def replica_plan(self, replica: int, host: str, port: int, ray: bool = False) -> ReplicaPlan:
+        """The plan of replica `replica` serving on host:port inside an engine container."""
+        return ReplicaPlan(
+            model=self.spec,
+            replica_id=f"{self.spec.name}-{replica}",
+            model_path=self.spec.source,
+            host=host,
+            port=port,
+            tp=self.layout.tp,
+            pp=self.layout.pp,
+            max_model_len=self.layout.max_model_len,
+            max_num_seqs=self.layout.max_num_seqs,
+            gpu_memory_utilization=self.layout.gpu_memory_utilization,
+            engine_defaults=self.engine_defaults(ray),
+        )
+
+    def launch(self, replica: int, host: str, port: int, ray: bool = False) -> LaunchSpec:
+        plan = self.replica_plan(replica, host, port, ray)
+        return get_adapter(self.spec.engine).launch_spec(plan)
+
+    def load_budget_s(self, gib_per_s: float) -> int:
+        """Seconds a replica may take to load: each node reads its stages' share of the
+        weights at `gib_per_s`, plus LOAD_OVERHEAD_S, times LOAD_SAFETY."""
+        per_node = self.weight_bytes / self.nodes_per_replica
+        return math.ceil(LOAD_SAFETY * (per_node / (gib_per_s * GiB) + LOAD_OVERHEAD_S))
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    cfg: FleetConfig
+    device: Device
+    models: tuple[ModelDeployment, ...]
+
+    @property
+    def devices_used(self) -> int:
+        return sum(m.replicas * m.devices_per_replica for m in self.models)
+
+    @property
+    def nodes_used(self) -> int:
+        """Nodes the replicas occupy: replicas inside a node pack; larger ones take whole
+        nodes (their TP fills a node)."""
+        return max(1, math.ceil(self.devices_used / self.cfg.cluster.devices_per_node))
+
+    def engines(self) -> list[tuple[ModelDeployment, int, int]]:
+        """(model, replica index, port) of every replica, in config order; replica k of the
+        fleet serves on deploy.engine_port + k."""
+        pairs = [(m, r) for m in self.models for r in range(m.replicas)]
+        base = self.cfg.deploy.engine_port
+        return [(m, r, base + k) for k, (m, r) in enumerate(pairs)]
+
+    def load_budget_s(self) -> int:
+        return max(m.load_budget_s(self.cfg.deploy.kubernetes.load_gib_per_s) for m in self.models)
+
+
+def _facts(spec: ModelSpec, path: str) -> tuple[ModelFacts, str | None]:
+    """The model's facts; a folder that exists only on the cluster is planned with the
+    catalog entry named like the folder or like the model (/models/deepseek-ai/DeepSeek-R1 or
+    `name: deepseek-r1` -> DeepSeek-R1)."""
+    try:
+        return model_facts_for(spec), None
+    except ModelFactsError as exc:
+        if spec.is_local_path:
+            for name in (PurePosixPath(spec.source).name, spec.name):
+                try:
+                    facts = load_model_facts(name)
+                except ModelFactsError:
+                    continue
+                return facts, (
+                    f"{spec.source} is not on this machine: planned with the catalog's {facts.name}"
+                )
+        raise DeployError([f"{path}.source: {exc}"]) from None
+
+
+def _source_problems(cfg: FleetConfig, i: int, spec: ModelSpec) -> list[str]:
+    path = f"models[{i}]"
+    if spec.is_bundled:
+        return [
+            f"{path}.source: `bundled` is the local demo model; give a folder under "
+            f"deploy.model_dir ({cfg.deploy.model_dir}) or a hub id"
+        ]
+    model_dir = PurePosixPath(cfg.deploy.model_dir)
+    if spec.is_local_path and not PurePosixPath(spec.source).is_relative_to(model_dir):
+        return [
+            f"{path}.source: {spec.source} is outside deploy.model_dir {model_dir} (containers "
+            "and pods see only that folder)"
+        ]
+    return []
+
+
+def _deploy_model(cfg: FleetConfig, i: int, spec: ModelSpec) -> ModelDeployment:
+    facts, note = _facts(spec, f"models[{i}]")
+    try:
+        result = plan(facts, cluster_for(cfg), request_for(spec), alternatives=False)
+    except (UnknownDeviceError, ValueError) as exc:
+        raise DeployError([f"models[{i}]: {exc}"]) from None
+    layout = result.recommended
+    if layout is None:
+        why = result.layouts[0].reason if result.layouts else "no layout"
+        raise DeployError(
+            [f"models[{i}]: {spec.name} does not fit the cluster: {why} (see `deepfleet plan -f`)"]
+        )
+    per_node = cfg.cluster.devices_per_node
+    if layout.attn_dp > 1 and layout.devices_per_replica > per_node:
+        raise DeployError(
+            [
+                f"models[{i}].parallel: data-parallel attention over {layout.attn_dp} devices "
+                f"spans nodes of {per_node}; set a tp x pp layout (e.g. {{tp: {per_node}, pp: "
+                f"{layout.devices_per_replica // per_node}}})"
+            ]
+        )
+    replicas = spec.replicas if isinstance(spec.replicas, int) else layout.dp
+    return ModelDeployment(
+        index=i,
+        spec=spec,
+        layout=layout,
+        replicas=replicas,
+        weight_format=result.weight_format.name,
+        weight_bytes=result.weight_bytes,
+        devices_per_node=per_node,
+        note=note,
+    )
+
+
+def deploy_plan(cfg: FleetConfig) -> DeployPlan:
+    """Plan every model of `cfg` for a deployment; DeployError lists what cannot be."""
+    problems = [p for i, m in enumerate(cfg.models) for p in _source_problems(cfg, i, m)]
+    if problems:
+        raise DeployError(problems)
+    models = tuple(_deploy_model(cfg, i, m) for i, m in enumerate(cfg.models))
+    result = DeployPlan(cfg, cluster_for(cfg).device, models)
+    c = cfg.cluster
+    if result.devices_used > c.nodes * c.devices_per_node:
+        used = ", ".join(
+            f"{m.spec.name}: {m.replicas} x {m.devices_per_replica}" for m in result.models
+        )
+        raise DeployError(
+            [
+                f"models: the replicas need {result.devices_used} devices ({used}), the cluster "
+                f"has {c.nodes * c.devices_per_node} (cluster.nodes x cluster.devices_per_node)"
+            ]
+        )
+    return result
