@@ -14,6 +14,7 @@ from deepfleet.cli import (
     plan_cmd,
     render_cmd,
     sim_cmd,
+    top_cmd,
 )
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ for _module in (
     plan_cmd,
     sim_cmd,
     keys_cmd,
+    top_cmd,
     render_cmd,
 ):
     _module.register(app)

@@ -1,0 +1,89 @@
+"""`deepfleet render monitoring`: Prometheus config, alert rules and Grafana dashboards."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from deepfleet.cli.common import FILE_OPT, fail, load_config, out
+from deepfleet.observability.render import render_monitoring, settings_for
+from deepfleet.observability.settings import Slo
+
+# Prometheus's duration syntax (model.ParseDuration).
+DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
+
+
+def _duration(value: str, option: str) -> str:
+    if not value or not DURATION.match(value):
+        fail(f"{option}: {value!r} is not a Prometheus duration (e.g. 15s, 1m, 1h30m)")
+    return value
+
+
+def monitoring(
+    output: Path = typer.Option(
+        ..., "-o", "--out", help="Folder to write into (created; files there are replaced)."
+    ),
+    file: Path | None = FILE_OPT,
+    gateway_url: str | None = typer.Option(
+        None,
+        "--gateway-url",
+        help="Where Prometheus reaches the gateway (default: the config's gateway address).",
+    ),
+    prometheus_url: str = typer.Option(
+        "http://127.0.0.1:9090", "--prometheus-url", help="Where Grafana reaches Prometheus."
+    ),
+    scrape_interval: str = typer.Option("15s", "--scrape-interval"),
+    evaluation_interval: str = typer.Option("15s", "--evaluation-interval"),
+    ttft_slo: float = typer.Option(2.0, "--ttft-slo", help="TTFT p99 objective, seconds."),
+    itl_slo: float = typer.Option(0.2, "--itl-slo", help="Inter-token p99 objective, seconds."),
+    e2e_slo: float = typer.Option(120.0, "--e2e-slo", help="End-to-end p99 objective, seconds."),
+    engine_down_for: str = typer.Option(
+        "1m", "--engine-down-for", help="How long an engine may be down before it alerts."
+    ),
+    alert_for: str = typer.Option(
+        "5m", "--alert-for", help="How long other conditions hold before they alert."
+    ),
+    dcgm: list[str] = typer.Option(
+        [], "--dcgm", help="host:port of an NVIDIA dcgm-exporter (repeat per GPU node)."
+    ),
+    alertmanager: list[str] = typer.Option(
+        [], "--alertmanager", help="host:port of an Alertmanager (repeatable)."
+    ),
+    dashboards_path: str | None = typer.Option(
+        None,
+        "--dashboards-path",
+        help="Where Grafana will find the dashboards (default: OUTPUT/grafana/dashboards).",
+    ),
+) -> None:
+    """Prometheus config (service discovery from the gateway), alert rules and Grafana
+    provisioning with the deepfleet dashboards, for the fleet in fleet.yaml."""
+    if min(ttft_slo, itl_slo, e2e_slo) <= 0:
+        fail("SLOs must be positive numbers of seconds")
+    settings = settings_for(
+        load_config(file),
+        Slo(ttft_s=ttft_slo, itl_s=itl_slo, e2e_s=e2e_slo),
+        gateway_url=gateway_url,
+        prometheus_url=prometheus_url,
+        scrape_interval=_duration(scrape_interval, "--scrape-interval"),
+        evaluation_interval=_duration(evaluation_interval, "--evaluation-interval"),
+        engine_down_for=_duration(engine_down_for, "--engine-down-for"),
+        alert_for=_duration(alert_for, "--alert-for"),
+        dcgm_targets=tuple(dcgm),
+        alertmanagers=tuple(alertmanager),
+        dashboards_path=dashboards_path,
+    )
+    written = render_monitoring(settings, output)
+    for path in written:
+        out.print(str(path))
+    root = output.resolve()
+    out.print(
+        f"\nPrometheus: prometheus --config.file={root / 'prometheus.yml'}\n"
+        f"Grafana:    GF_PATHS_PROVISIONING={root / 'grafana' / 'provisioning'} grafana-server"
+    )
+
+
+def register_render(render_app: typer.Typer) -> None:
+    """Add `monitoring` to the `deepfleet render` sub-app."""
+    render_app.command("monitoring")(monitoring)

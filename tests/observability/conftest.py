@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deepfleet.config import default_config
+from deepfleet.observability.render import render_monitoring, settings_for
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip(
+            "promtool is not installed: scripts/setup-test-deps.sh installs Debian's prometheus"
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The monitoring files for the default fleet, with a DCGM target and a metrics token."""
+    out = tmp_path_factory.mktemp("monitoring")
+    settings = settings_for(
+        default_config(),
+        dcgm_targets=("10.0.0.2:9400",),
+        alertmanagers=("127.0.0.1:9093",),
+        metrics_token="tok",
+    )
+    render_monitoring(settings, out)
+    return out
