@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,19 +15,18 @@ from deepfleet.observability.grafana import DATASOURCE_UID
 from tests.observability.promql import dashboard_queries, substitute
 
 
-def _dashboards(rendered: Path) -> list[dict[str, object]]:
+def _dashboards(rendered: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((rendered / "grafana/dashboards").glob("*"))]
 
 
 def test_one_file_per_dashboard_with_unique_uids(rendered: Path) -> None:
     found = _dashboards(rendered)
-    assert sorted(d["uid"] for d in found) == sorted(d.uid for d in DASHBOARDS)  # type: ignore[misc]
+    assert sorted(d["uid"] for d in found) == sorted(d.uid for d in DASHBOARDS)
 
 
 def test_panels_fit_the_grid_without_overlap(rendered: Path) -> None:
     for d in _dashboards(rendered):
         panels = d["panels"]
-        assert isinstance(panels, list)
         assert len({p["id"] for p in panels}) == len(panels)
         cells: set[tuple[int, int]] = set()
         for p in panels:
@@ -40,8 +40,8 @@ def test_panels_fit_the_grid_without_overlap(rendered: Path) -> None:
 
 def test_queries_use_the_provisioned_datasource_and_defined_variables(rendered: Path) -> None:
     for d in _dashboards(rendered):
-        defined = {v["name"] for v in d["templating"]["list"]}  # type: ignore[index]
-        for p in d["panels"]:  # type: ignore[attr-defined]
+        defined = {v["name"] for v in d["templating"]["list"]}
+        for p in d["panels"]:
             assert p["datasource"]["uid"] == DATASOURCE_UID
             for t in p["targets"]:
                 assert t["datasource"]["uid"] == DATASOURCE_UID

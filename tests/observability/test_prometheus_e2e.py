@@ -178,8 +178,9 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
 
 
 def test_killing_the_engine_fires_engine_down(stack: Stack) -> None:
-    (replica,) = status_json(stack.fleet.state_dir)["replicas"]  # type: ignore[misc]
-    assert isinstance(replica, dict)
+    replicas = status_json(stack.fleet.state_dir)["replicas"]
+    assert isinstance(replicas, list) and len(replicas) == 1
+    replica: dict[str, Any] = replicas[0]
     t0 = time.monotonic()
     os.killpg(int(replica["pid"]), signal.SIGKILL)
 
@@ -197,8 +198,11 @@ def test_killing_the_engine_fires_engine_down(stack: Stack) -> None:
              lambda: firing("DeepfleetModelNoReadyReplica"), 30)  # fmt: skip
 
     # The supervisor restarts the engine; its target stayed listed, so the alert resolves.
-    wait_for("engine ready again", lambda: status_json(stack.fleet.state_dir)["replicas"][0]  # type: ignore[index]
-             ["state"] == "ready", 420, 1)  # fmt: skip
+    def ready_again() -> bool:
+        now = status_json(stack.fleet.state_dir)["replicas"]
+        return isinstance(now, list) and now[0]["state"] == "ready"
+
+    wait_for("engine ready again", ready_again, 420, 1)
     wait_for("DeepfleetEngineDown resolved", lambda: not firing("DeepfleetEngineDown"), 30)
     restarts = stack.query(f'deepfleet_replica_restarts_total{{replica="{replica["id"]}"}}')
     assert float(restarts[0]["value"][1]) == 1

@@ -10,6 +10,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from deepfleet.cli.main import app as main_app
 from deepfleet.cli.monitoring_cmd import register_render
 
 FLEET_YAML = """
@@ -66,6 +67,36 @@ def test_default_fleet_and_gateway_override(tmp_path: Path) -> None:
     config = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
     assert config["scrape_configs"][2]["static_configs"][0]["targets"] == ["head:8000"]
     assert not (tmp_path / "metrics_token").exists()
+
+
+GPU_FLEET = """
+cluster: {mode: ray, head: 10.0.0.1, nodes: 2, devices_per_node: 8, device: A100-40GB}
+models:
+  - name: r1
+    source: /models/r1
+    engine: vllm
+deploy:
+  nodes:
+    - {name: n1, address: 10.0.0.1}
+    - {name: n2, address: 10.0.0.2}
+  monitoring: {scrape_interval_s: 30, prometheus_port: 9191}
+"""
+
+
+def test_gpu_fleet_defaults_from_the_deploy_section(tmp_path: Path) -> None:
+    """Through the real `deepfleet render` group: DCGM on every node, deploy.monitoring's
+    scrape interval, and Grafana's datasource at its Prometheus port."""
+    (tmp_path / "fleet.yaml").write_text(GPU_FLEET)
+    args = ["render", "monitoring", "-f", str(tmp_path / "fleet.yaml"), "-o", str(tmp_path / "m")]
+    result = CliRunner().invoke(main_app, args)
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((tmp_path / "m/prometheus.yml").read_text())
+    assert config["global"] == {"scrape_interval": "30s", "evaluation_interval": "30s"}
+    dcgm = config["scrape_configs"][-1]
+    assert dcgm["job_name"] == "dcgm"
+    assert dcgm["static_configs"][0]["targets"] == ["10.0.0.1:9400", "10.0.0.2:9400"]
+    ds = yaml.safe_load((tmp_path / "m/grafana/provisioning/datasources/deepfleet.yml").read_text())
+    assert ds["datasources"][0]["url"] == "http://127.0.0.1:9191"
 
 
 @pytest.mark.parametrize(

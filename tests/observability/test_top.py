@@ -123,3 +123,12 @@ def test_samples_sum_matching_series() -> None:
     assert s.total("x_total", {"a": "1"}) == 5
     assert s.total("x_total", where=lambda labels: labels.get("b") == "v") == 3
     assert s.total("y") is None
+
+
+async def test_a_target_answering_something_else_counts_as_down() -> None:
+    async def fetch(url: str) -> str | None:
+        return "<html>not metrics</html>"
+
+    frame = await TopSampler(state, fetch).frame()
+    assert frame is not None and not frame.gateway_up
+    assert [r.up for r in frame.replicas] == [False, False]

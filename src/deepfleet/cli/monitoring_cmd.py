@@ -15,7 +15,9 @@ from deepfleet.observability.settings import Slo
 DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
 
 
-def _duration(value: str, option: str) -> str:
+def _duration(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
     if not value or not DURATION.match(value):
         fail(f"{option}: {value!r} is not a Prometheus duration (e.g. 15s, 1m, 1h30m)")
     return value
@@ -31,11 +33,17 @@ def monitoring(
         "--gateway-url",
         help="Where Prometheus reaches the gateway (default: the config's gateway address).",
     ),
-    prometheus_url: str = typer.Option(
-        "http://127.0.0.1:9090", "--prometheus-url", help="Where Grafana reaches Prometheus."
+    prometheus_url: str | None = typer.Option(
+        None,
+        "--prometheus-url",
+        help="Where Grafana reaches Prometheus (default: 127.0.0.1 at deploy.monitoring's port).",
     ),
-    scrape_interval: str = typer.Option("15s", "--scrape-interval"),
-    evaluation_interval: str = typer.Option("15s", "--evaluation-interval"),
+    scrape_interval: str | None = typer.Option(
+        None, "--scrape-interval", help="Default: deploy.monitoring.scrape_interval_s."
+    ),
+    evaluation_interval: str | None = typer.Option(
+        None, "--evaluation-interval", help="Default: the scrape interval."
+    ),
     ttft_slo: float = typer.Option(2.0, "--ttft-slo", help="TTFT p99 objective, seconds."),
     itl_slo: float = typer.Option(0.2, "--itl-slo", help="Inter-token p99 objective, seconds."),
     e2e_slo: float = typer.Option(120.0, "--e2e-slo", help="End-to-end p99 objective, seconds."),
@@ -46,7 +54,10 @@ def monitoring(
         "5m", "--alert-for", help="How long other conditions hold before they alert."
     ),
     dcgm: list[str] = typer.Option(
-        [], "--dcgm", help="host:port of an NVIDIA dcgm-exporter (repeat per GPU node)."
+        [],
+        "--dcgm",
+        help="host:port of an NVIDIA dcgm-exporter, repeatable (default: port 9400 on every "
+        "deploy.nodes address of an NVIDIA fleet).",
     ),
     alertmanager: list[str] = typer.Option(
         [], "--alertmanager", help="host:port of an Alertmanager (repeatable)."
@@ -57,8 +68,7 @@ def monitoring(
         help="Where Grafana will find the dashboards (default: OUTPUT/grafana/dashboards).",
     ),
 ) -> None:
-    """Prometheus config (service discovery from the gateway), alert rules and Grafana
-    provisioning with the deepfleet dashboards, for the fleet in fleet.yaml."""
+    """Prometheus config (service discovery from the gateway), alerts and Grafana dashboards."""
     if min(ttft_slo, itl_slo, e2e_slo) <= 0:
         fail("SLOs must be positive numbers of seconds")
     settings = settings_for(
@@ -67,10 +77,12 @@ def monitoring(
         gateway_url=gateway_url,
         prometheus_url=prometheus_url,
         scrape_interval=_duration(scrape_interval, "--scrape-interval"),
-        evaluation_interval=_duration(evaluation_interval, "--evaluation-interval"),
+        evaluation_interval=_duration(
+            evaluation_interval or scrape_interval, "--evaluation-interval"
+        ),
         engine_down_for=_duration(engine_down_for, "--engine-down-for"),
         alert_for=_duration(alert_for, "--alert-for"),
-        dcgm_targets=tuple(dcgm),
+        dcgm_targets=tuple(dcgm) or None,
         alertmanagers=tuple(alertmanager),
         dashboards_path=dashboards_path,
     )

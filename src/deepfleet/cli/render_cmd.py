@@ -18,6 +18,7 @@ from typing import NoReturn
 import typer
 
 from deepfleet.cli.common import console, fail, load_config, out
+from deepfleet.cli.monitoring_cmd import register_render as _register_monitoring
 from deepfleet.config import FleetConfig
 from deepfleet.deploy.ascend import render_ascend
 from deepfleet.deploy.bundle import Bundle
@@ -102,6 +103,7 @@ RENDER_TARGETS: tuple[Callable[[typer.Typer], None], ...] = (
     _register_k8s,
     _register_compose,
     _register_ascend,
+    _register_monitoring,
 )
 
 

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from deepfleet.fleet.state import FleetState, ReplicaState
+from deepfleet.fleet.state import FleetState, ReplicaState, ReplicaStatus
 from deepfleet.observability import names as n
 from deepfleet.observability.samples import (
     Labels,
@@ -88,6 +88,17 @@ def _hist(
     return quantile(0.5, buckets), quantile(0.99, buckets)
 
 
+def _parse(text: str | None) -> Samples | None:
+    """A scrape's samples; None when the target did not answer or answered something that is
+    not the text format."""
+    if text is None:
+        return None
+    try:
+        return Samples.parse(text)
+    except ValueError:
+        return None
+
+
 def _is_error(labels: Labels) -> bool:
     return labels.get("status", "").startswith("5")
 
@@ -116,16 +127,8 @@ class TopSampler:
         urls = [state.gateway_url] + [r.url for r in state.replicas]
         texts = await asyncio.gather(*(self._fetch(u.rstrip("/") + "/metrics") for u in urls))
         now = self._clock()
-        scrape = _Scrape(
-            now,
-            {
-                u: Samples.parse(t) if t is not None else None
-                for u, t in zip(urls, texts, strict=True)
-            },
-        )
-        while self._history and now - self._history[0].at > self._window:
-            if len(self._history) == 1:
-                break
+        scrape = _Scrape(now, {u: _parse(t) for u, t in zip(urls, texts, strict=True)})
+        while len(self._history) > 1 and now - self._history[0].at > self._window:
             self._history.popleft()
         base = self._history[0] if self._history else None
         self._history.append(scrape)
@@ -135,66 +138,39 @@ class TopSampler:
             gateway_url=state.gateway_url,
             gateway_up=scrape.samples[state.gateway_url] is not None,
             window_s=dt,
-            models=self._models(state, scrape.samples[state.gateway_url],
+            models=_models(state, scrape.samples[state.gateway_url],
                                 old.get(state.gateway_url), dt),
-            replicas=[self._replica(state, i, scrape, old, dt) for i in range(len(state.replicas))],
+            replicas=[_replica(r, scrape.samples[r.url], old.get(r.url), dt)
+                      for r in state.replicas],
         )  # fmt: skip
 
-    def _replica(
-        self, state: FleetState, i: int, scrape: _Scrape, old: dict[str, Samples | None],
-        dt: float | None,
-    ) -> ReplicaRow:  # fmt: skip
-        r = state.replicas[i]
-        now, before = scrape.samples[r.url], old.get(r.url)
-        row = ReplicaRow(r.replica_id, r.model, r.node, r.state.value, r.restarts, now is not None)
+
+def _models(
+    state: FleetState, now: Samples | None, before: Samples | None, dt: float | None
+) -> list[ModelRow]:
+    rows = []
+    for m in state.models:
+        mine = [r for r in state.replicas if r.model == m.name]
+        ready = sum(r.state is ReplicaState.READY for r in mine)
         if now is None:
-            return row
-
-        def inc(name: str) -> float | None:
-            assert now is not None
-            return increase(now.total(name), before.total(name) if before is not None else None)
-
-        queries, hits = inc(n.VLLM_PREFIX_QUERIES), inc(n.VLLM_PREFIX_HITS)
-        prompt, output = inc(n.VLLM_PROMPT_TOKENS), inc(n.VLLM_GENERATION_TOKENS)
-        p50, p99 = _hist(now, before, n.VLLM_TTFT)
-        return replace(
-            row,
-            running=now.total(n.VLLM_RUNNING),
-            waiting=now.total(n.VLLM_WAITING),
-            kv_usage=now.total(n.VLLM_KV_USAGE),
-            prompt_tps=prompt / dt if prompt is not None and dt else None,
-            output_tps=output / dt if output is not None and dt else None,
-            ttft_p50=p50,
-            ttft_p99=p99,
-            hit_rate=hits / queries if hits is not None and queries else None,
-        )
-
-    def _models(
-        self, state: FleetState, now: Samples | None, before: Samples | None, dt: float | None
-    ) -> list[ModelRow]:
-        rows = []
-        for m in state.models:
-            mine = [r for r in state.replicas if r.model == m.name]
-            ready = sum(r.state is ReplicaState.READY for r in mine)
-            if now is None:
-                rows.append(ModelRow(m.name, ready, len(mine)))
-                continue
-            sel = {"model": m.name}
-            p50, p99 = _hist(now, before, n.TTFT, sel)
-            rows.append(
-                ModelRow(
-                    m.name,
-                    ready,
-                    len(mine),
-                    rps=_model_rate(now, before, n.REQUESTS, sel, dt),
-                    error_rps=_model_rate(now, before, n.REQUESTS, sel, dt, _is_error),
-                    prompt_tps=_model_rate(now, before, n.PROMPT_TOKENS, sel, dt),
-                    output_tps=_model_rate(now, before, n.OUTPUT_TOKENS, sel, dt),
-                    ttft_p50=p50,
-                    ttft_p99=p99,
-                )
+            rows.append(ModelRow(m.name, ready, len(mine)))
+            continue
+        sel = {"model": m.name}
+        p50, p99 = _hist(now, before, n.TTFT, sel)
+        rows.append(
+            ModelRow(
+                m.name,
+                ready,
+                len(mine),
+                rps=_model_rate(now, before, n.REQUESTS, sel, dt),
+                error_rps=_model_rate(now, before, n.REQUESTS, sel, dt, _is_error),
+                prompt_tps=_model_rate(now, before, n.PROMPT_TOKENS, sel, dt),
+                output_tps=_model_rate(now, before, n.OUTPUT_TOKENS, sel, dt),
+                ttft_p50=p50,
+                ttft_p99=p99,
             )
-        return rows
+        )
+    return rows
 
 
 def _model_rate(
@@ -212,3 +188,30 @@ def _model_rate(
         new = 0.0
     old = before.total(name, sel, where) if before is not None else None
     return _rate(new, old, dt)
+
+
+def _replica(
+    r: ReplicaStatus, now: Samples | None, before: Samples | None, dt: float | None
+) -> ReplicaRow:
+    row = ReplicaRow(r.replica_id, r.model, r.node, r.state.value, r.restarts, now is not None)
+    if now is None:
+        return row
+
+    def inc(name: str) -> float | None:
+        assert now is not None
+        return increase(now.total(name), before.total(name) if before is not None else None)
+
+    queries, hits = inc(n.VLLM_PREFIX_QUERIES), inc(n.VLLM_PREFIX_HITS)
+    prompt, output = inc(n.VLLM_PROMPT_TOKENS), inc(n.VLLM_GENERATION_TOKENS)
+    p50, p99 = _hist(now, before, n.VLLM_TTFT)
+    return replace(
+        row,
+        running=now.total(n.VLLM_RUNNING),
+        waiting=now.total(n.VLLM_WAITING),
+        kv_usage=now.total(n.VLLM_KV_USAGE),
+        prompt_tps=prompt / dt if prompt is not None and dt else None,
+        output_tps=output / dt if output is not None and dt else None,
+        ttft_p50=p50,
+        ttft_p99=p99,
+        hit_rate=hits / queries if hits is not None and queries else None,
+    )
