@@ -47,8 +47,10 @@ def write_bundle(bundle: Bundle, out_dir: Path, force: bool) -> None:
         out.print(str(path))
     stale = sorted(existing - set(bundle.files))
     if stale:
-        console.print(f"[yellow]note:[/] {len(stale)} file(s) in {out_dir} are not from this "
-                      f"render: {', '.join(stale)}")  # fmt: skip
+        console.print(
+            f"[yellow]note:[/] {len(stale)} file(s) in {out_dir} are not from this "
+            f"render: {', '.join(stale)}"
+        )
 
 
 def plan_or_fail(cfg: FleetConfig, source: Path) -> DeployPlan:

@@ -149,8 +149,9 @@ def _mindie_run(dp: DeployPlan, m: ModelDeployment, index: int) -> str:
         "",
         command(words),
     ]
-    return script(f"{node.name}: MindIE ({m.spec.name}) over {len(d.nodes)} node(s)", variables,
-                  body)  # fmt: skip
+    return script(
+        f"{node.name}: MindIE ({m.spec.name}) over {len(d.nodes)} node(s)", variables, body
+    )
 
 
 def _vllm_env(dp: DeployPlan, node: NodeSpec, spec_env: dict[str, str]) -> dict[str, Word]:

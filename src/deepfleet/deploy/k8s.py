@@ -255,8 +255,9 @@ def render_k8s(dp: DeployPlan, config_text: str) -> Bundle:
     _check(dp)
     k = dp.cfg.deploy.kubernetes
     wait = _wait_for_download(dp)
-    state = _pvc(f"{k.name}-state", "state", k.state_size_gib, "ReadWriteOnce",
-                 k.state_storage_class)  # fmt: skip
+    state = _pvc(
+        f"{k.name}-state", "state", k.state_size_gib, "ReadWriteOnce", k.state_storage_class
+    )
     files: dict[str, list[dict[str, Any]]] = {
         "namespace.yaml": [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": k.namespace}}

@@ -41,8 +41,10 @@ def _node_script(dp: DeployPlan, index: int) -> str:
     )
     env = [Var("NODE_IP", "VLLM_HOST_IP=")]
     if nic:
-        env += [Var("NIC", f"{v}=") for v in ("GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME",
-                                              "NCCL_SOCKET_IFNAME")]  # fmt: skip
+        env += [
+            Var("NIC", f"{v}=")
+            for v in ("GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+        ]
     words: list[Word] = [
         "docker", "run", "--detach",
         "--name", CONTAINER,

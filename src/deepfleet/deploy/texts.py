@@ -44,6 +44,13 @@ def plan_lines(dp: DeployPlan) -> str:
 def k8s_readme(dp: DeployPlan, gateway_url: str) -> str:
     k = dp.cfg.deploy.kubernetes
     minutes = -(-dp.load_budget_s() // 60)
+    weights = (
+        f"The Job {k.name}-download fetches the weights into the model volume; the Ray pods "
+        "wait for it."
+        if k.model_volume.download
+        else f"Put the weights in the model volume under `{dp.cfg.deploy.model_dir}` (or set "
+        "deploy.kubernetes.model_volume.download: true)."
+    )
     return f"""\
 # deepfleet on Kubernetes (KubeRay)
 
@@ -56,8 +63,7 @@ GPU worker pods: {dp.nodes_used} x {dp.cfg.cluster.devices_per_node} {k.gpu_reso
 1. Build and push the image `{dp.cfg.deploy.images.deepfleet}` (see Dockerfile).
 2. Install the KubeRay operator, e.g.
    `helm install kuberay-operator kuberay/kuberay-operator --version {KUBERAY_OPERATOR_VERSION}`.
-3. Put the weights in the model volume under `{dp.cfg.deploy.model_dir}` (or set
-   deploy.kubernetes.model_volume.download: true to render a download Job).
+3. {weights}
 4. `kubectl apply -k .`
 5. The head's init container creates the first API key once. Read it with
    `kubectl -n {k.namespace} exec <head pod> -c ray-head -- cat {KEY_FILE}`

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# node02: Ray node joining node01
+# Rendered by `deepfleet render` from fleet.yaml; edit the config, not this file.
+set -euo pipefail
+
+HEAD_IP=172.16.0.101
+NODE_IP=172.16.0.102
+NIC=enp189s0f0
+IMAGE=quay.io/ascend/vllm-ascend:v0.11.0rc0
+
+docker run \
+    --detach \
+    --name deepfleet-engine \
+    --network host \
+    --shm-size 500g \
+    --device=/dev/davinci0 \
+    --device=/dev/davinci1 \
+    --device=/dev/davinci2 \
+    --device=/dev/davinci3 \
+    --device=/dev/davinci4 \
+    --device=/dev/davinci5 \
+    --device=/dev/davinci6 \
+    --device=/dev/davinci7 \
+    --device=/dev/davinci_manager \
+    --device=/dev/hisi_hdc \
+    --device=/dev/devmm_svm \
+    -v /usr/local/dcmi:/usr/local/dcmi \
+    -v /usr/bin/hccn_tool:/usr/bin/hccn_tool \
+    -v /usr/local/sbin/npu-smi:/usr/local/sbin/npu-smi \
+    -v /usr/local/Ascend/driver:/usr/local/Ascend/driver \
+    -v /usr/local/Ascend/firmware:/usr/local/Ascend/firmware \
+    -v /etc/hccn.conf:/etc/hccn.conf \
+    -v /var/log/npu/:/usr/slog \
+    -v /sys/fs/cgroup:/sys/fs/cgroup:ro \
+    -v /models:/models:ro \
+    -e "HCCL_IF_IP=${NODE_IP}" \
+    -e "VLLM_HOST_IP=${NODE_IP}" \
+    -e "HCCL_SOCKET_IFNAME=${NIC}" \
+    -e "GLOO_SOCKET_IFNAME=${NIC}" \
+    -e "TP_SOCKET_IFNAME=${NIC}" \
+    -e PYTORCH_NPU_ALLOC_CONF=expandable_segments:True \
+    -e OMP_PROC_BIND=false \
+    -e HCCL_CONNECT_TIMEOUT=1800 \
+    -e VLLM_NO_USAGE_STATS=1 \
+    -e DO_NOT_TRACK=1 \
+    --entrypoint /bin/bash \
+    "${IMAGE}" \
+    -c "ray start --block --address=${HEAD_IP}:6379 --node-ip-address=${NODE_IP} --resources='{\"NPU\": 8}'"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# node01: Ray head in the official vLLM image (run_cluster.sh equivalent)
+# Rendered by `deepfleet render` from fleet.yaml; edit the config, not this file.
+set -euo pipefail
+
+NODE_IP=10.0.0.1
+NIC=eth0
+IMAGE=vllm/vllm-openai:v0.32.0
+MODEL_DIR=/models
+HF_CACHE=/root/.cache/huggingface
+
+docker run \
+    --detach \
+    --name deepfleet-ray \
+    --network host \
+    --shm-size 64g \
+    --gpus all \
+    -v "${MODEL_DIR}:${MODEL_DIR}:ro" \
+    -v "${HF_CACHE}:/root/.cache/huggingface" \
+    -e "VLLM_HOST_IP=${NODE_IP}" \
+    -e "GLOO_SOCKET_IFNAME=${NIC}" \
+    -e "TP_SOCKET_IFNAME=${NIC}" \
+    -e "NCCL_SOCKET_IFNAME=${NIC}" \
+    --entrypoint /bin/bash \
+    "${IMAGE}" \
+    -c "ray start --block --head --port=6379 --node-ip-address=${NODE_IP} --metrics-export-port=8080"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# node06: Ray worker joining node01 in the official vLLM image (run_cluster.sh equivalent)
+# Rendered by `deepfleet render` from fleet.yaml; edit the config, not this file.
+set -euo pipefail
+
+HEAD_IP=10.0.0.1
+NODE_IP=10.0.0.6
+NIC=eth0
+IMAGE=vllm/vllm-openai:v0.32.0
+MODEL_DIR=/models
+HF_CACHE=/root/.cache/huggingface
+
+docker run \
+    --detach \
+    --name deepfleet-ray \
+    --network host \
+    --shm-size 64g \
+    --gpus all \
+    -v "${MODEL_DIR}:${MODEL_DIR}:ro" \
+    -v "${HF_CACHE}:/root/.cache/huggingface" \
+    -e "VLLM_HOST_IP=${NODE_IP}" \
+    -e "GLOO_SOCKET_IFNAME=${NIC}" \
+    -e "TP_SOCKET_IFNAME=${NIC}" \
+    -e "NCCL_SOCKET_IFNAME=${NIC}" \
+    --entrypoint /bin/bash \
+    "${IMAGE}" \
+    -c "ray start --block --address=${HEAD_IP}:6379 --node-ip-address=${NODE_IP} --metrics-export-port=8080"

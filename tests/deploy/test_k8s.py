@@ -1,0 +1,189 @@
+"""The Kubernetes bundle: kustomize builds it, every object validates offline (Kubernetes 1.32
+schemas, KubeRay's RayCluster and prometheus-operator's ServiceMonitor), and the RayCluster is
+sized and probed from the plan."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from deepfleet.deploy.plan import LOAD_OVERHEAD_S, LOAD_SAFETY, DeployError, deploy_plan
+from tests.deploy.conftest import CASES, config_of, render, render_case, run, tool
+from tests.deploy.manifests import validate, validate_crd
+
+pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+
+GiB = 1 << 30
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    kubectl = tool("kubectl")
+    done = run([kubectl, "kustomize", str(folder)])
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    folder = tmp_path_factory.mktemp("k8s")
+    render_case(CASES["r1-8x8-k8s"]).write(folder)
+    return kustomize(folder)
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_kustomize_builds_every_object(built: list[dict[str, Any]]) -> None:
+    kinds = sorted(d["kind"] for d in built)
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "ConfigMap",
+            "RayCluster",
+            "Service",
+            "Service",
+            "PersistentVolumeClaim",
+            "PersistentVolumeClaim",
+            "PersistentVolumeClaim",
+            "Job",
+            "ServiceMonitor",
+            "Deployment",
+        ]
+    )
+    assert {d["metadata"].get("namespace") for d in built if d["kind"] != "Namespace"} == {
+        "deepseek"
+    }
+
+
+def test_every_object_validates_offline(built: list[dict[str, Any]]) -> None:
+    for doc in built:
+        validate(doc)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value"),
+    [
+        ("RayCluster", ["spec", "headGroupSpec", "rayStartParams", "port"], 6379),
+        ("RayCluster", ["spec", "workerGroupSpecs", 0, "groupNam"], "gpu"),
+        ("RayCluster", ["spec", "headGroupSpec", "template", "spec", "containers", 0, "imag"], "x"),
+        ("ServiceMonitor", ["spec", "endpoints", 0, "interval"], "15 seconds"),
+        ("Deployment", ["spec", "replicas"], "one"),
+    ],
+    ids=["param-not-string", "typo-in-group", "typo-in-container", "bad-interval", "bad-replicas"],
+)
+def test_validation_catches_mistakes(
+    built: list[dict[str, Any]], kind: str, path: list[Any], value: Any
+) -> None:
+    doc = copy.deepcopy(by_kind(built, kind)[0])
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        validate(doc)
+
+
+def test_raycluster_requires_head() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        validate_crd({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {}, "spec": {}})
+
+
+def test_workers_sized_from_the_layout(built: list[dict[str, Any]]) -> None:
+    # The reference plan: 1 replica of tp 8 x pp 4 on 8-GPU nodes takes 4 GPU pods.
+    cluster = by_kind(built, "RayCluster")[0]
+    group = cluster["spec"]["workerGroupSpecs"][0]
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 4
+    container = group["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert group["rayStartParams"]["num-gpus"] == "8"
+    spec = group["template"]["spec"]
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB"}
+    assert spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "deepfleet-models"
+
+
+def test_startup_probe_sized_from_the_model(built: list[dict[str, Any]]) -> None:
+    cluster = by_kind(built, "RayCluster")[0]
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    startup = head["startupProbe"]
+    allowed = startup["periodSeconds"] * startup["failureThreshold"]
+    # R1 in FP8 (673 GB) over 4 PP stages, each node reading 1/4 at 0.1 GiB/s.
+    per_node = 673.15e9 / 4
+    expected = LOAD_SAFETY * (per_node / (0.1 * GiB) + LOAD_OVERHEAD_S)
+    assert expected <= allowed < expected + startup["periodSeconds"]
+    assert allowed > 45 * 60  # the planning document saw 40-50 minutes
+    # Liveness looks at the gateway process only; readiness at the replicas.
+    assert "/health" in head["livenessProbe"]["exec"]["command"][-1]
+    assert "/ready" in head["readinessProbe"]["exec"]["command"][-1]
+    worker = cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert worker[probe]["httpGet"]["path"] == "/api/local_raylet_healthz"
+
+
+def test_faster_volume_shortens_the_startup_budget() -> None:
+    data = CASES["r1-8x8-k8s"].data()
+    slow = deploy_plan(config_of(data)).load_budget_s()
+    data["deploy"]["kubernetes"]["load_gib_per_s"] = 1.0
+    assert deploy_plan(config_of(data)).load_budget_s() < slow / 2
+
+
+def test_model_volume_sized_from_the_checkpoint(built: list[dict[str, Any]]) -> None:
+    pvc = next(d for d in built if d["metadata"]["name"] == "deepfleet-models")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "690Gi"  # 673 GB + 10%
+    assert pvc["spec"]["storageClassName"] == "nfs-client"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_download_job_and_wait(built: list[dict[str, Any]]) -> None:
+    job = by_kind(built, "Job")[0]
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert (
+        "hf download deepseek-ai/DeepSeek-R1 --local-dir /models/deepseek-ai/DeepSeek-R1" in script
+    )
+    cluster = by_kind(built, "RayCluster")[0]
+    inits = cluster["spec"]["headGroupSpec"]["template"]["spec"]["initContainers"]
+    assert [c["name"] for c in inits] == ["wait-model", "api-key"]
+
+
+def test_gateway_service_and_open_webui(built: list[dict[str, Any]]) -> None:
+    svc = next(
+        d for d in built if d["metadata"]["name"] == "deepfleet-gateway" and d["kind"] == "Service"
+    )
+    assert svc["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert svc["spec"]["ports"][0]["port"] == 8000
+    assert svc["spec"]["selector"] == {"ray.io/cluster": "deepfleet", "ray.io/node-type": "head"}
+    ui = by_kind(built, "Deployment")[0]
+    env = {e["name"]: e for e in ui["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OPENAI_API_BASE_URL"]["value"] == (
+        "http://deepfleet-gateway.deepseek.svc.cluster.local:8000/v1"
+    )
+    config = by_kind(built, "ConfigMap")[0]
+    assert config["data"]["fleet.yaml"] == CASES["r1-8x8-k8s"].text
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (
+            {"gateway": {"host": "127.0.0.1"}},
+            "gateway.host: 127.0.0.1 is loopback; set 0.0.0.0 so the Service and the probes "
+            "reach the gateway",
+        ),
+    ],
+)
+def test_k8s_refuses(change: dict[str, Any], problem: str) -> None:
+    data = CASES["r1-8x8-k8s"].data()
+    data.update(change)
+    with pytest.raises(DeployError) as info:
+        render("k8s", data)
+    assert info.value.problems == [problem]
