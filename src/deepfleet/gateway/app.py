@@ -29,6 +29,7 @@ from deepfleet.gateway.limits import Admission, KeyConcurrency, TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.openapi import openapi_spec
 from deepfleet.gateway.proxy import Forward, Outcome, Proxy
+from deepfleet.observability.sd import observability_routes, state_file_reader
 from deepfleet.routing import RoutingPolicy, build_policy
 
 
@@ -109,6 +110,9 @@ class Gateway:
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             *self.admin.routes(),
+            # Prometheus HTTP service discovery (/sd/targets) and the fleet's own state as
+            # metrics (/metrics/fleet).
+            *observability_routes(state_file_reader(self.table.path), self.settings.metrics_token),
         ]
         return Starlette(routes=routes, lifespan=self.lifespan)
 

@@ -55,6 +55,11 @@ class EndpointTable:
         self.models: dict[str, ModelEntry] = {}
         self.in_flight: defaultdict[str, int] = defaultdict(int)
 
+    @property
+    def path(self) -> Path:
+        """The fleet state file this table follows."""
+        return self._path
+
     def refresh(self) -> bool:
         """Reload when the file changed; True if it did. Cheap enough to call every 200 ms."""
         try:
