@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deepfleet.config.kvcache import KvCacheSpec
+from deepfleet.config.ui import UiSpec
 
 EngineName = Literal["vllm", "vllm-cpu", "sglang", "vllm-ascend", "mindie"]
 BUNDLED = "bundled"
@@ -157,6 +158,11 @@ class FleetConfig(Strict):
         default_factory=DeploySpec,
         description="Nodes, images, volumes and addresses for `deepfleet render` (Kubernetes, "
         "docker compose, Ascend).",
+    )
+    ui: UiSpec = Field(
+        default_factory=UiSpec,
+        description="Open-WebUI, the chat UI for people, started by `deepfleet up --ui` and "
+        "connected to the gateway with its own API key.",
     )
 
     @model_validator(mode="after")
