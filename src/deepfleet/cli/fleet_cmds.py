@@ -30,6 +30,7 @@ from deepfleet.config import FleetConfig
 from deepfleet.fleet.controller import Controller, FleetAlreadyRunning, acquire_lock
 from deepfleet.fleet.replicas import MachineFacts, plan_local
 from deepfleet.fleet.state import FleetState, ReplicaState, pid_alive
+from deepfleet.ui import UiSetupError, ui_notes, ui_services
 
 DETACHED_ENV = "DEEPFLEET_DETACHED"
 
@@ -51,7 +52,7 @@ def _all_ready(state: FleetState) -> bool:
         state.gateway is not None
         and state.gateway.state is ReplicaState.READY
         and bool(state.replicas)
-        and all(r.state is ReplicaState.READY for r in state.replicas)
+        and all(r.state is ReplicaState.READY for r in [*state.replicas, *state.services])
     )
 
 
@@ -68,6 +69,8 @@ def _print_ready(state: FleetState) -> None:
         "  deepfleet chat 'What is the capital of France?'   |   deepfleet status   |   "
         "deepfleet down\n"
     )
+    for s in state.services:
+        out.print(f"  {s.replica_id}: {s.url}")
 
 
 async def _serve(controller: Controller, printer: StatusPrinter) -> None:
@@ -103,11 +106,17 @@ def _run_foreground(cfg: FleetConfig, state_dir: Path) -> None:
         fail(str(exc))
     try:
         plans = plan_local(cfg, _model_paths(cfg), MachineFacts.probe())
-        controller = Controller(cfg, state_dir, plans)
+        try:
+            services = ui_services(cfg, state_dir)
+        except UiSetupError as exc:
+            fail(str(exc))
+        controller = Controller(cfg, state_dir, plans, services=services)
         console.print(
             f"starting {len(plans)} replica(s) and the gateway on "
             f"{controller.state.gateway_url}; logs in {state_dir / 'logs'}"
         )
+        for line in ui_notes(cfg, state_dir):
+            console.print(line)
         asyncio.run(_serve(controller, StatusPrinter(console)))
         console.print("fleet stopped")
     finally:
@@ -160,7 +169,10 @@ def _stop_fleet(state_dir: Path, timeout_s: float) -> bool:
     pids = [state.controller_pid]
     groups = [
         p
-        for p in (state.gateway.pid if state.gateway else None, *(r.pid for r in state.replicas))
+        for p in (
+            state.gateway.pid if state.gateway else None,
+            *(r.pid for r in [*state.replicas, *state.services]),
+        )
         if p
     ]
     if not pid_alive(state.controller_pid) and not any(pid_alive(p) for p in groups):
@@ -189,6 +201,7 @@ def register(app: typer.Typer) -> None:
         port: int | None = typer.Option(None, "--port", help="Gateway port."),
         detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background."),
         state_dir: Path | None = STATE_OPT,
+        ui: bool = typer.Option(False, "--ui", help="Also start Open-WebUI (see `ui:`)."),
         timeout: float = typer.Option(
             900, "--timeout", help="With --detach: seconds to wait for the fleet to serve."
         ),
@@ -199,14 +212,18 @@ def register(app: typer.Typer) -> None:
             cfg.gateway.host = host
         if port is not None:
             cfg.gateway.port = port
+        cfg.ui.enabled = cfg.ui.enabled or ui
         sdir = resolve_state_dir(cfg, state_dir)
         if detach:
             argv = [
                 *(["-f", str(file)] if file else []),
                 *(["--host", host] if host else []),
                 *(["--port", str(port)] if port else []),
+                *(["--ui"] if ui else []),
             ]
             _run_detached(argv, sdir, timeout)
+            for line in ui_notes(cfg, sdir):
+                out.print(line)
         else:
             _run_foreground(cfg, sdir)
 
