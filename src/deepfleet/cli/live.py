@@ -30,7 +30,7 @@ class StatusPrinter:
         self._t0 = time.monotonic()
 
     def update(self, state: FleetState) -> None:
-        for r in [*([state.gateway] if state.gateway else []), *state.replicas]:
+        for r in [*([state.gateway] if state.gateway else []), *state.replicas, *state.services]:
             key = r.state.value
             if self._seen.get(r.replica_id) == key:
                 continue
@@ -55,7 +55,7 @@ def fleet_table(state: FleetState) -> Table:
     table = Table(title=f"deepfleet at {state.gateway_url} (controller pid {state.controller_pid})")
     for col in ("replica", "model", "engine", "state", "endpoint", "pid", "uptime", "restarts"):
         table.add_column(col)
-    for r in [*([state.gateway] if state.gateway else []), *state.replicas]:
+    for r in [*([state.gateway] if state.gateway else []), *state.replicas, *state.services]:
         color = _COLORS.get(r.state.value, "white")
         table.add_row(
             r.replica_id,
@@ -88,7 +88,7 @@ def _replica_json(r: ReplicaStatus) -> dict[str, Any]:
 
 def state_json(state: FleetState | None) -> dict[str, Any]:
     if state is None:
-        return {"running": False, "replicas": []}
+        return {"running": False, "replicas": [], "services": []}
     return {
         "running": pid_alive(state.controller_pid) and not state.stopping,
         "controller_pid": state.controller_pid,
@@ -96,5 +96,6 @@ def state_json(state: FleetState | None) -> dict[str, Any]:
         "gateway": _replica_json(state.gateway) if state.gateway else None,
         "models": [{"name": m.name, "routing": m.routing} for m in state.models],
         "replicas": [_replica_json(r) for r in state.replicas],
+        "services": [_replica_json(s) for s in state.services],
         "updated_at": state.updated_at,
     }
