@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -33,3 +34,12 @@ def cleared() -> AllBlocksCleared:
 
 def payload(*events: BlockStored | BlockRemoved | AllBlocksCleared, ts: float = 0.0) -> bytes:
     return msgspec.msgpack.encode(KVEventBatch(ts=ts, events=list(events), data_parallel_rank=0))
+
+
+async def until(check: Callable[[], bool], within_s: float = 5.0) -> None:
+    """Wait for `check()` to hold (events travel asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)

@@ -168,3 +168,27 @@ def test_unknown_event_types_are_skipped() -> None:
         [1.0, [{"type": "BlockMoved", "x": 1}, {"type": "AllBlocksCleared"}]]
     )
     assert [type(e).__name__ for e in decode(raw)[1]] == ["AllBlocksCleared"]
+
+
+def test_pending_blocks_count_until_confirmed_or_expired() -> None:
+    index = KvIndex()
+    index.assume("a", HASHES, until=10.0)
+    assert index.match(HASHES, now=1.0) == {"a": 4}
+    assert index.match(HASHES) == {}  # without `now`: confirmed blocks only
+    index.stored("a", [1, 2], None, PROMPT[:8], BS)  # the prefill ended: two confirmed
+    assert index.match(HASHES, now=11.0) == {"a": 2}  # the unconfirmed rest expired
+    assert index.backlog("a", now=11.0) == 0
+    index.assume("b", HASHES[:1], until=20.0)
+    index.cleared("b")
+    assert index.match(HASHES, now=12.0) == {"a": 2}
+
+
+def test_backlog_counts_assumed_blocks_not_yet_stored() -> None:
+    index = KvIndex()
+    index.stored("a", [1], None, PROMPT[:4], BS)
+    index.assume("a", HASHES, until=10.0)  # block 1 is already held: 3 to compute
+    index.assume("a", HASHES, until=10.0)  # the same prompt again: no more work counted
+    assert index.backlog("a", now=1.0) == 3
+    index.stored("a", [2, 3], 1, PROMPT[4:12], BS)
+    assert index.backlog("a", now=1.0) == 1
+    assert index.backlog("a", now=10.5) == 0

@@ -53,7 +53,11 @@ def test_load_counts_what_was_routed_since_the_scrape() -> None:
         # the cache-best replica is overloaded: spill to the least loaded
         ([ep("a", matched_blocks=10, running=20), ep("b", running=2)], "b", "spill"),
         # overloaded by the requests routed since the last scrape
-        ([ep("a", matched_blocks=10, routed=12), ep("b", running=2)], "b", "spill"),
+        ([ep("a", matched_blocks=10, routed=20), ep("b", running=2)], "b", "spill"),
+        # nothing cached anywhere: the replica with the shorter prefill backlog
+        ([ep("a", prefill_blocks=40), ep("b", prefill_blocks=5, running=1)], "b", "load"),
+        # the cache-holder is far behind on prefill work: starting afresh is sooner
+        ([ep("a", matched_blocks=9, prefill_blocks=60), ep("b")], "b", "load"),
         # an imbalance below spill_abs keeps the cache
         ([ep("a", matched_blocks=10, running=9), ep("b", running=2)], "a", "prefix"),
         # equal matches: the emptier KV cache and load decide
@@ -68,8 +72,8 @@ def test_kv_aware(endpoints: list[Endpoint], first: str, reason: str) -> None:
 def test_kv_aware_weights_are_configurable() -> None:
     endpoints = [ep("a", matched_blocks=6, running=6), ep("b", running=1)]
     assert build_policy("kv_aware").order(REQ, endpoints)[0].replica_id == "a"
-    cache_light = build_policy("kv_aware", {"prefix_weight": 0.5})
-    assert cache_light.order(REQ, endpoints)[0].replica_id == "b"
+    load_only = build_policy("kv_aware", {"prefix_weight": 0, "prefill_weight": 0})
+    assert load_only.order(REQ, endpoints)[0].replica_id == "b"
 
 
 def test_kv_aware_spreads_an_idle_fleet_evenly() -> None:

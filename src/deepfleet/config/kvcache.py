@@ -25,14 +25,20 @@ class KvRoutingSpec(_Section):
     """How the gateway weighs cached prefixes against load (policies kv_aware, prefix_hash)."""
 
     prefix_weight: float = Field(
-        2.0, ge=0, description="kv_aware: weight of the share of the prompt a replica holds."
+        1.0, ge=0, description="kv_aware: weight of the share of the prompt a replica holds."
+    )
+    prefill_weight: float = Field(
+        2.0,
+        ge=0,
+        description="kv_aware: weight of the prefill work a replica would do before this "
+        "request's first token (its backlog plus the blocks it lacks).",
     )
     load_weight: float = Field(
         1.0, ge=0, description="kv_aware: weight of idleness (running + waiting requests)."
     )
     kv_weight: float = Field(0.5, ge=0, description="kv_aware: weight of free KV cache.")
     spill_abs: int = Field(
-        8,
+        16,
         ge=0,
         description="kv_aware: spill to the least loaded replica when the cache-best one has "
         "this many more requests than it ...",
@@ -45,6 +51,12 @@ class KvRoutingSpec(_Section):
         1.25,
         ge=1,
         description="prefix_hash: a replica above this times the mean load passes requests on.",
+    )
+    pending_ttl_s: float = Field(
+        30.0,
+        ge=0,
+        description="kv_aware: how long a replica counts as holding a prompt it was just sent, "
+        "before its KV events confirm it (its prefill may wait in a queue).",
     )
     scrape_interval_s: float = Field(
         0.5, gt=0, description="How often each gateway worker reads every engine's /metrics."
@@ -69,7 +81,14 @@ class KvRoutingSpec(_Section):
         """The parameters of routing policy `policy` taken from this section."""
         if policy == "kv_aware":
             return self.model_dump(
-                include={"prefix_weight", "load_weight", "kv_weight", "spill_abs", "spill_rel"}
+                include={
+                    "prefix_weight",
+                    "prefill_weight",
+                    "load_weight",
+                    "kv_weight",
+                    "spill_abs",
+                    "spill_rel",
+                }
             )
         if policy == "prefix_hash":
             return {"load_factor": self.load_factor}

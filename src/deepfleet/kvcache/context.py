@@ -234,7 +234,9 @@ class RoutingContext:
 
     def snapshot(self, endpoints: Sequence[Endpoint], request: RouteRequest) -> list[Endpoint]:
         """Endpoints with the engines' load and, for this request, their matched blocks."""
-        matched = self.index.match(request.block_hashes) if request.block_hashes else {}
+        hashes = request.block_hashes
+        now = time.monotonic()
+        matched = self.index.match(hashes, now) if hashes else {}
         loads = self.scraper.loads
         out = []
         for e in endpoints:
@@ -247,6 +249,7 @@ class RoutingContext:
                     kv_usage=load.kv_usage if load else 0.0,
                     routed=self._routed.get(e.replica_id, 0),
                     matched_blocks=matched.get(e.replica_id, 0),
+                    prefill_blocks=self.index.backlog(e.replica_id, now),
                 )
             )
         return out
@@ -260,6 +263,9 @@ class RoutingContext:
             return
         first = decision.order[0]
         self._routed[first.replica_id] += 1
+        if policy in NEEDS_EVENTS and request.block_hashes:
+            until = time.monotonic() + self.spec.pending_ttl_s
+            self.index.assume(first.replica_id, request.block_hashes, until)
         m = self.metrics
         m.decisions.labels(model, policy, decision.reason).inc()
         if request.block_hashes:

@@ -8,11 +8,16 @@ computed it at once), so holdings are reference counted.
 
 Memory is bounded: past `max_entries` (replica, block) pairs, the least recently stored or
 matched block is forgotten on every replica. A forgotten block only costs a missed cache hit.
+
+Pending blocks: a replica that was just sent a prompt will hold its blocks once its prefill
+ends, but announces them only then (seconds, under load). Until then the router `assume`s
+them for a while, so requests sharing that prefix follow the first one instead of computing
+it again elsewhere; the BlockStored events confirm them, the time limit drops the rest.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +48,9 @@ class KvIndex:
         self._replicas: dict[str, _Replica] = {}
         self._entries = 0
         self.orphans = 0  # stored blocks whose parent was unknown, so not indexed
+        self._pending: dict[int, dict[str, float]] = {}  # ours -> replica -> until
+        self._expiry: deque[tuple[float, int, str]] = deque()
+        self._backlog: dict[str, int] = {}  # replica -> pending blocks
 
     # -- sizes -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -101,6 +109,9 @@ class KvIndex:
                 self._entries += 1
                 added += 1
             holders[replica] = engine_hash
+            pending = self._pending.get(our_hash)
+            if pending is not None and replica in pending:
+                self._unpend(our_hash, replica)
         self._bound()
         return added
 
@@ -122,6 +133,8 @@ class KvIndex:
 
     def cleared(self, replica: str) -> int:
         """AllBlocksCleared, an engine restart or a resync: forget all the replica holds."""
+        for block in [b for b, holders in self._pending.items() if replica in holders]:
+            self._unpend(block, replica)
         r = self._replicas.pop(replica, None)
         if r is None:
             return 0
@@ -130,20 +143,62 @@ class KvIndex:
             gone += self._unlink(replica, held.ours)
         return gone
 
+    # -- pending -----------------------------------------------------------------------------
+    def assume(self, replica: str, hashes: Sequence[int], until: float) -> None:
+        """`replica` will compute these blocks (those it does not hold yet): count them as
+        held until `until`, or until its events say so. Bounded like stored blocks."""
+        for block in hashes:
+            holders = self._blocks.get(block)
+            if holders is not None and replica in holders:
+                continue
+            pending = self._pending.setdefault(block, {})
+            if replica not in pending:
+                self._backlog[replica] = self._backlog.get(replica, 0) + 1
+            pending[replica] = until
+            self._expiry.append((until, block, replica))
+        while len(self._expiry) > self.max_entries:
+            self._drop_pending(*self._expiry.popleft())
+
+    def backlog(self, replica: str, now: float) -> int:
+        """Blocks the replica was sent and has not announced yet: its prefill work queued or
+        in progress, as far as this router knows."""
+        self.expire(now)
+        return self._backlog.get(replica, 0)
+
+    def expire(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            self._drop_pending(*self._expiry.popleft())
+
+    def _drop_pending(self, until: float, block: int, replica: str) -> None:
+        holders = self._pending.get(block)
+        if holders is not None and holders.get(replica) == until:
+            self._unpend(block, replica)
+
+    def _unpend(self, block: int, replica: str) -> None:
+        holders = self._pending[block]
+        del holders[replica]
+        if not holders:
+            del self._pending[block]
+        self._backlog[replica] -= 1
+
     # -- lookup ------------------------------------------------------------------------------
-    def match(self, hashes: Sequence[int]) -> dict[str, int]:
-        """Per replica, how many leading blocks of `hashes` it holds (replicas with none are
-        left out)."""
+    def match(self, hashes: Sequence[int], now: float | None = None) -> dict[str, int]:
+        """Per replica, how many leading blocks of `hashes` it holds, or (given `now`) is
+        assumed to be computing; replicas with none are left out."""
+        if now is not None:
+            self.expire(now)
         depth: dict[str, int] = {}
         alive: set[str] | None = None
         for index, block in enumerate(hashes):
             holders = self._blocks.get(block)
-            if not holders:
-                break
-            alive = set(holders) if alive is None else alive & holders.keys()
+            found = set(holders) if holders else set()
+            if now is not None and block in self._pending:
+                found.update(self._pending[block])
+            alive = found if alive is None else alive & found
             if not alive:
                 break
-            self._blocks.move_to_end(block)
+            if holders:
+                self._blocks.move_to_end(block)
             for replica in alive:
                 depth[replica] = index + 1
         return depth

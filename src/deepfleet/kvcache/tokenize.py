@@ -1,11 +1,12 @@
 """Request -> prompt tokens, as the engine will see them: the model's chat template rendered the
 way Hugging Face's `apply_chat_template` does (which vLLM calls), then its tokenizer.json.
 
-A conversation's later turns repeat its earlier ones, so each conversation's last prompt is
-kept (text, token ids, block hashes) and a new turn re-tokenizes only what follows the last
-added token (e.g. `<|im_end|>`) inside the unchanged part: the tokenizer splits text at added
-tokens before anything else, so the tokens up to that point cannot change. Conversations are
-keyed by their messages up to the first user message; the cache is bounded in tokens.
+A conversation's later turns repeat its earlier ones, so the last prompt of each conversation
+is kept (text and token ids) and a new turn re-tokenizes only what follows the last added
+token (e.g. `<|im_end|>`) inside the unchanged part: the tokenizer splits text at added tokens
+before anything else, so the tokens up to that point cannot change. Prompts are kept under
+their conversation (messages up to the first user message) and under their system prompt
+alone, so a new conversation reuses a system prompt others share. Bounded in tokens.
 """
 
 from __future__ import annotations
@@ -121,11 +122,14 @@ class ModelTokenizer:
 
     def chat(self, body: ChatBody) -> Prompt:
         text = self.render(body)
-        key = _conversation_key(body.messages)
+        keys = _conversation_keys(body.messages)
+        turn = None
         with self._lock:
-            turn = self._turns.get(key)
-            if turn is not None:
-                self._turns.move_to_end(key)
+            for key in keys:
+                turn = self._turns.get(key)
+                if turn is not None:
+                    self._turns.move_to_end(key)
+                    break
         keep_tokens, keep_chars = (0, 0) if turn is None else _reusable(turn, text)
         head = turn.ids[:keep_tokens] if turn is not None else array("i")
         encoding = self._tokenizer.encode(text[keep_chars:], add_special_tokens=False)
@@ -137,7 +141,9 @@ class ModelTokenizer:
         ):
             if token in self._safe:
                 cuts.extend((keep_tokens + position + 1, keep_chars + end))
-        self._remember(key, _Turn(text, ids, cuts))
+        latest = _Turn(text, ids, cuts)
+        for key in keys:
+            self._remember(key, latest)
         return Prompt(ids, keep_tokens)
 
     def completion(self, body: CompletionBody) -> Prompt | None:
@@ -157,7 +163,7 @@ class ModelTokenizer:
                 self._cached -= len(old.ids)
             self._turns[key] = turn
             self._cached += len(turn.ids)
-            while self._cached > self.max_cached_tokens and len(self._turns) > 1:
+            while self._cached > self.max_cached_tokens and self._turns:
                 _, dropped = self._turns.popitem(last=False)
                 self._cached -= len(dropped.ids)
 
@@ -206,9 +212,14 @@ def _common_prefix(a: str, b: str) -> int:
     return low
 
 
-def _conversation_key(messages: Sequence[Mapping[str, Any]]) -> bytes:
+def _conversation_keys(messages: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    """The conversation (messages up to its first user message), then its system prompt
+    alone (messages before that), so a new conversation reuses a shared system prompt."""
     end = next((i for i, m in enumerate(messages) if m.get("role") == "user"), 0)
-    return hashlib.blake2b(msgspec.json.encode(messages[: end + 1]), digest_size=16).digest()
+    keys = [msgspec.json.encode(messages[: end + 1])]
+    if end > 0:
+        keys.append(msgspec.json.encode(messages[:end]))
+    return [hashlib.blake2b(k, digest_size=16).digest() for k in keys]
 
 
 def _json(path: Path) -> dict[str, Any]:

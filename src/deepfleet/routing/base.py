@@ -31,6 +31,8 @@ class Endpoint:
     """Requests this worker sent to the replica since that scrape (not yet in its counts)."""
     matched_blocks: int = 0
     """Leading blocks of this request that the replica holds, from its KV events."""
+    prefill_blocks: int = 0
+    """Blocks of earlier requests the replica has yet to compute: its prefill backlog."""
 
     @property
     def load(self) -> int:

@@ -1,22 +1,27 @@
-"""KV-aware routing: send a request where its longest prefix is already cached, unless that
-replica is overloaded.
+"""KV-aware routing: send a request where its longest prefix is already cached, weighed
+against the work each replica has queued, and never onto an overloaded replica.
 
 Inputs (filled in by deepfleet.kvcache.context from the engines' own KV events and metrics):
-each endpoint's `matched_blocks` for this request, its load (running + waiting requests) and
-its KV cache usage. Score per endpoint, each scorer in [0, 1]:
+each endpoint's `matched_blocks` for this request, its prefill backlog (`prefill_blocks`: blocks
+it was sent and has not announced yet), its load (running + waiting requests) and its KV cache
+usage. With B the request's full blocks, per endpoint, each scorer in [0, 1]:
 
-    score = prefix_weight * matched / request_blocks
-          + load_weight   * (1 - load / busiest_load)
-          + kv_weight     * (1 - kv_usage)
+    prefix  = matched / B                                 cache affinity (saves compute)
+    prefill = 1 - work / max(work),  work = backlog + B - matched     time to first token
+    load    = 1 - load / busiest_load                     decode batch and queue
+    kv      = 1 - kv_usage
 
-The best score goes first. Spill: when that replica's load exceeds the least loaded one's by
-`spill_abs` requests and by a factor `spill_rel`, the order becomes least loaded first, so a
-hot prefix gets copied to an idle replica instead of melting the one that has it. Reasons:
-`prefix` (the first choice holds part of the prompt), `load` (no replica holds any of it),
-`spill`, `single`.
+    score = prefix_weight * prefix + prefill_weight * prefill + load_weight * load
+          + kv_weight * kv
 
-Config example (fleet.yaml):  kv_cache: {routing: {prefix_weight: 2, load_weight: 1,
-kv_weight: 0.5, spill_abs: 8, spill_rel: 1.5}}  with  models[].routing: kv_aware.
+The best score goes first, the rest follow by score (the gateway's retry order). Spill: when
+that replica's load exceeds the least loaded one's by `spill_abs` requests and by a factor
+`spill_rel`, the least loaded replica goes first, so a hot prefix gets copied to an idle
+replica instead of melting the one that has it. Reasons: `prefix` (the first choice holds
+part of the prompt), `load` (it holds none), `spill`, `single`.
+
+Config (fleet.yaml):  kv_cache: {routing: {prefix_weight: 1, prefill_weight: 2,
+load_weight: 1, kv_weight: 0.5, spill_abs: 16, spill_rel: 1.5}}  and  models[].routing: kv_aware
 """
 
 from __future__ import annotations
@@ -26,15 +31,22 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from deepfleet.routing.base import Decision, Endpoint, RouteRequest
-from deepfleet.routing.scorers import by_load, kv_free_score, load_score, prefix_score
+from deepfleet.routing.scorers import (
+    by_load,
+    kv_free_score,
+    load_score,
+    prefill_score,
+    prefix_score,
+)
 
 
 @dataclass(frozen=True)
 class KvAwareWeights:
-    prefix_weight: float = 2.0
+    prefix_weight: float = 1.0
+    prefill_weight: float = 2.0
     load_weight: float = 1.0
     kv_weight: float = 0.5
-    spill_abs: int = 8
+    spill_abs: int = 16
     spill_rel: float = 1.5
 
     @classmethod
@@ -49,7 +61,8 @@ class KvAwareWeights:
             k: int(v) if known[k] == "int" else float(v) for k, v in (params or {}).items()
         }
         out = cls(**values)
-        if min(out.prefix_weight, out.load_weight, out.kv_weight) < 0 or out.spill_rel < 1:
+        weights = (out.prefix_weight, out.prefill_weight, out.load_weight, out.kv_weight)
+        if min(weights) < 0 or out.spill_rel < 1:
             raise ValueError("kv_aware: weights must be >= 0 and spill_rel >= 1")
         return out
 
@@ -69,10 +82,16 @@ class KvAware:
         n = len(endpoints)
         # Rotate first so exact ties (an idle fleet, no prefix anywhere) spread evenly.
         ring = [endpoints[(self._turn + i) % n] for i in range(n)]
-        prefix, load, free = prefix_score(request, ring), load_score(ring), kv_free_score(ring)
+        parts = zip(
+            prefix_score(request, ring),
+            prefill_score(request, ring),
+            load_score(ring),
+            kv_free_score(ring),
+            strict=True,
+        )
         scores = [
-            w.prefix_weight * p + w.load_weight * q + w.kv_weight * k
-            for p, q, k in zip(prefix, load, free, strict=True)
+            w.prefix_weight * p + w.prefill_weight * f + w.load_weight * q + w.kv_weight * k
+            for p, f, q, k in parts
         ]
         ranked = [ring[i] for i in sorted(range(n), key=lambda i: -scores[i])]
         best = ranked[0]

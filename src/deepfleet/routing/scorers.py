@@ -16,6 +16,17 @@ def prefix_score(request: RouteRequest, endpoints: Sequence[Endpoint]) -> list[f
     return [min(e.matched_blocks, total) / total for e in endpoints]
 
 
+def prefill_score(request: RouteRequest, endpoints: Sequence[Endpoint]) -> list[float]:
+    """1 for the replica that would start this request's first token soonest by prefill work
+    (its backlog plus this prompt's blocks it lacks), 0 for the one that would start last."""
+    total = len(request.block_hashes)
+    work = [e.prefill_blocks + total - min(e.matched_blocks, total) for e in endpoints]
+    most = max(work, default=0)
+    if most == 0:
+        return [1.0] * len(endpoints)
+    return [1.0 - w / most for w in work]
+
+
 def load_score(endpoints: Sequence[Endpoint]) -> list[float]:
     """1 for an idle replica, 0 for the busiest one, linear in between."""
     busiest = max((e.load for e in endpoints), default=0)
@@ -35,4 +46,4 @@ def by_load(endpoints: Sequence[Endpoint], start: int = 0) -> list[Endpoint]:
     if n == 0:
         return []
     ring = [endpoints[(start + i) % n] for i in range(n)]
-    return sorted(ring, key=lambda e: (e.load, e.kv_usage))
+    return sorted(ring, key=lambda e: (e.load, e.prefill_blocks, e.kv_usage))
