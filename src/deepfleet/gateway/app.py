@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ from deepfleet.gateway.limits import Admission, KeyConcurrency, TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.openapi import openapi_spec
 from deepfleet.gateway.proxy import Forward, Outcome, Proxy
+from deepfleet.kvcache.context import RELAY_ENV, RoutingContext
 from deepfleet.observability.sd import observability_routes, state_file_reader
-from deepfleet.routing import RoutingPolicy, build_policy
+from deepfleet.routing import RoutingPolicy
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,11 @@ class Gateway:
         )
         self.proxy = Proxy(table, self.metrics)
         self.admin = AdminRoutes(keys, self.auth)
-        self._policies: dict[str, RoutingPolicy] = {}
+        # KV-aware routing: events index, engine load, tokenization (per worker).
+        self.kv = RoutingContext(
+            table.path, registry=self.metrics.registry, relay=os.environ.get(RELAY_ENV)
+        )
+        self._policies: dict[tuple[str, str], RoutingPolicy] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -81,6 +87,7 @@ class Gateway:
             connector=connector, timeout=timeout, auto_decompress=False
         )
         self._on_refresh()
+        await self.kv.start()
         refresher = asyncio.create_task(self._refresh_loop())
         try:
             yield
@@ -88,6 +95,7 @@ class Gateway:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+            await self.kv.stop()
             await self.proxy.session.close()
 
     async def _refresh_loop(self) -> None:
@@ -308,13 +316,14 @@ class Gateway:
                 headers={"Retry-After": "1"},
             )
         entry = self.table.models[model]
-        policy = self._policies.get(model)
-        if policy is None or policy.name != entry.routing:
-            policy = self._policies[model] = build_policy(entry.routing)
+        policy = self._policies.get((model, entry.routing))
+        if policy is None:
+            policy = self._policies[(model, entry.routing)] = self.kv.policy(model, entry.routing)
         cap = (
             getattr(fields, "reasoning_cap", None)
             or (key.reasoning_cap if key else None)
             or (self.settings.reasoning_cap)
         )
         req = Forward(path, body, model, bool(fields.stream), who.name, cap, started)
-        return await self.proxy.forward(req, policy, endpoints, done)
+        route = await self.kv.prepare(model, path, body)
+        return await self.proxy.forward(req, route, policy, endpoints, done)

@@ -79,12 +79,13 @@ class Proxy:
     async def forward(
         self,
         req: Forward,
+        route: RouteRequest,
         policy: RoutingPolicy,
         endpoints: list[Endpoint],
         done: Callable[[Outcome], None],
     ) -> Response:
         assert self.session is not None, "proxy used outside the app's lifespan"
-        order = policy.order(RouteRequest(req.model, req.body), endpoints)
+        order = policy.order(route, endpoints)
         last_error = "no replica answered"
         tried: set[str] = set()
         try:

@@ -17,6 +17,8 @@ from deepfleet.gateway.app import Gateway, GatewaySettings
 from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.limits import TokenBuckets
+from deepfleet.kvcache.context import RELAY_ENV
+from deepfleet.kvcache.relay import EventRelay, relay_endpoint
 
 STATE_ENV = "DEEPFLEET_GATEWAY_STATE_FILE"
 SETTINGS_ENV = "DEEPFLEET_GATEWAY_SETTINGS"
@@ -90,12 +92,25 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         host = "127.0.0.1"
+    relay: EventRelay | None = None
     if args.workers > 1:
         # One /metrics for all workers: prometheus-client's multiprocess mode.
         prom_dir = state_file.parent / "prometheus"
         shutil.rmtree(prom_dir, ignore_errors=True)
         prom_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
+        # Only one process can bind an engine's KV events port: this one, relaying to all.
+        relay = EventRelay(state_file, relay_endpoint(state_file))
+        relay.start()
+        os.environ[RELAY_ENV] = relay.endpoint
+    try:
+        _serve(args, host, spec)
+    finally:
+        if relay is not None:
+            relay.stop()
+
+
+def _serve(args: argparse.Namespace, host: str, spec: GatewaySpec) -> None:
     uvicorn.run(
         "deepfleet.gateway.server:create_app",
         factory=True,
