@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -50,6 +51,14 @@ class UiSpec(_Section):
     )
     default_model: str | None = Field(
         None, description="Model preselected for new chats; None: the fleet's first model."
+    )
+    model_params: dict[str, Any] | None = Field(
+        None,
+        description="Default generation parameters of every chat (Open-WebUI's "
+        "DEFAULT_MODEL_PARAMS, e.g. {temperature: 0.6} as DeepSeek advises for R1); people can "
+        "change them per chat. None: {temperature: 0} when the fleet serves only the bundled "
+        "demo model (a 135M model answers sensibly only greedily, as in `deepfleet chat`), "
+        "else the engines' defaults.",
     )
     env: dict[str, str] = Field(
         default_factory=dict,

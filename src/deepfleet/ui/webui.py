@@ -8,10 +8,12 @@ config owns the connection, so a new gateway port or key reaches the UI on its n
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from deepfleet.config.schema import FleetConfig
 from deepfleet.config.ui import UiSpec, is_loopback
@@ -58,11 +60,41 @@ def find_executable(
     )
 
 
-def webui_settings(spec: UiSpec, gateway_url: str, default_model: str | None) -> dict[str, str]:
+def default_model(cfg: FleetConfig) -> str:
+    names = [m.name for m in cfg.models]
+    model = cfg.ui.default_model or names[0]
+    if model not in names:
+        raise UiSetupError(
+            f"ui.default_model: {model!r} is not a model of this fleet; use one of "
+            f"{', '.join(names)}"
+        )
+    return model
+
+
+def native_tool_calls(cfg: FleetConfig) -> bool:
+    """Whether every model's engine parses tool calls (vLLM refuses `tools` otherwise)."""
+    return all(m.engine_args.get("enable_auto_tool_choice") for m in cfg.models)
+
+
+def model_params(cfg: FleetConfig) -> dict[str, Any]:
+    """Open-WebUI's default parameters for every chat: `ui.model_params` (or greedy for the
+    bundled demo model), and no native tool calls unless every engine parses them."""
+    params = cfg.ui.model_params
+    if params is None:
+        params = {"temperature": 0} if all(m.is_bundled for m in cfg.models) else {}
+    if not native_tool_calls(cfg):
+        # In its default (native) mode Open-WebUI sends its built-in tools with every chat,
+        # which vLLM refuses without --enable-auto-tool-choice; legacy mode sends no `tools`.
+        params = {"function_calling": "legacy", **params}
+    return params
+
+
+def webui_settings(cfg: FleetConfig, gateway_url: str) -> dict[str, str]:
     """Open-WebUI's environment apart from its secrets (OPENAI_API_KEY, WEBUI_SECRET_KEY) and
     its data folder (DATA_DIR): the gateway as its only connection, no network beyond it, login
     unless single-user. The compose and Kubernetes renderers use it too, with their own
     in-cluster gateway URL. `ui.env` comes last and wins."""
+    spec = cfg.ui
     env = {
         "OPENAI_API_BASE_URL": f"{gateway_url.rstrip('/')}/v1",
         "ENABLE_OPENAI_API": "true",
@@ -75,9 +107,15 @@ def webui_settings(spec: UiSpec, gateway_url: str, default_model: str | None) ->
         "ANONYMIZED_TELEMETRY": "false",
         "DO_NOT_TRACK": "true",
         "SCARF_NO_ANALYTICS": "true",
+        "DEFAULT_MODELS": default_model(cfg),
+        # Each is one more full request (a whole reasoning pass on R1) after every answer,
+        # which on a small fleet keeps people's next question waiting.
+        "ENABLE_FOLLOW_UP_GENERATION": "false",
+        "ENABLE_TAGS_GENERATION": "false",
     }
-    if default_model:
-        env["DEFAULT_MODELS"] = default_model
+    params = model_params(cfg)
+    if params:
+        env["DEFAULT_MODEL_PARAMS"] = json.dumps(params, separators=(",", ":"))
     return {**env, **spec.env}
 
 
@@ -89,13 +127,7 @@ def ui_service(cfg: FleetConfig, state_dir: Path, gateway_url: str) -> Service:
     """The Service the controller supervises for Open-WebUI. Creates the UI's API key (and the
     local one, see credentials.py) on first use; raises UiSetupError when it cannot start."""
     spec = cfg.ui
-    names = [m.name for m in cfg.models]
-    model = spec.default_model or names[0]
-    if model not in names:
-        raise UiSetupError(
-            f"ui.default_model: {model!r} is not a model of this fleet; use one of "
-            f"{', '.join(names)}"
-        )
+    settings = webui_settings(cfg, gateway_url)
     exe = find_executable(spec)
     if port_in_use(spec.host, spec.port):
         raise UiSetupError(
@@ -104,7 +136,7 @@ def ui_service(cfg: FleetConfig, state_dir: Path, gateway_url: str) -> Service:
         )
     creds = ensure_credentials(keys_db_path(cfg, state_dir), state_dir)
     data = (spec.data_dir.expanduser() if spec.data_dir else state_dir / DATA_DIR).resolve()
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = {
         "DATA_DIR": str(data),
         "OPENAI_API_KEY": creds.api_key,
@@ -112,7 +144,7 @@ def ui_service(cfg: FleetConfig, state_dir: Path, gateway_url: str) -> Service:
     }
     if is_loopback(spec.host):
         env["CORS_ALLOW_ORIGIN"] = f"http://127.0.0.1:{spec.port};http://localhost:{spec.port}"
-    env.update(webui_settings(spec, gateway_url, model))
+    env.update(settings)
     url = ui_url(spec)
     status = ReplicaStatus(
         replica_id=SERVICE_ID,
@@ -139,15 +171,13 @@ def ui_notes(cfg: FleetConfig, state_dir: Path) -> list[str]:
     if not cfg.ui.enabled:
         return []
     login = (
-        "single user, no login"
-        if cfg.ui.single_user
-        else "the first account created there is the admin"
+        "single user, no login" if cfg.ui.single_user else "log in; the first account is the admin"
     )
     lines = [f"Open-WebUI: {ui_url(cfg.ui)} ({login})"]
     local = secrets_dir(state_dir) / LOCAL_KEY_FILE
     if local.is_file():
         lines.append(
-            "the gateway now asks for API keys (Open-WebUI has its own); on this machine: "
+            "the gateway asks for API keys (Open-WebUI has its own); for curl and scripts here: "
             f"export DEEPFLEET_API_KEY=$(cat {local})"
         )
     return lines
