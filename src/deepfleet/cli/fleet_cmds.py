@@ -24,11 +24,12 @@ from deepfleet.cli.common import (
     out,
     resolve_state_dir,
 )
-from deepfleet.cli.live import StatusPrinter, fleet_table, state_json
+from deepfleet.cli.live import StatusPrinter, fleet_table, nodes_table, state_json
 from deepfleet.cli.models_cmds import prepare_bundled
 from deepfleet.config import FleetConfig
 from deepfleet.fleet.controller import Controller, FleetAlreadyRunning, acquire_lock
-from deepfleet.fleet.replicas import MachineFacts, plan_local
+from deepfleet.fleet.launcher import Launcher, LauncherError, build_launcher
+from deepfleet.fleet.replicas import InfeasibleConfig
 from deepfleet.fleet.state import FleetState, ReplicaState, pid_alive
 from deepfleet.ui import UiSetupError, ui_notes, ui_services
 
@@ -99,18 +100,34 @@ async def _serve(controller: Controller, printer: StatusPrinter) -> None:
     await controller.run(stop)
 
 
+def _launcher(cfg: FleetConfig, state_dir: Path) -> Launcher:
+    try:
+        return build_launcher(cfg, state_dir)
+    except LauncherError as exc:
+        fail(str(exc))
+
+
 def _run_foreground(cfg: FleetConfig, state_dir: Path) -> None:
     try:
         lock = acquire_lock(state_dir)
     except FleetAlreadyRunning as exc:
         fail(str(exc))
     try:
-        plans = plan_local(cfg, _model_paths(cfg), MachineFacts.probe())
+        launcher = _launcher(cfg, state_dir)
+        try:
+            plans = launcher.plans(cfg, _model_paths(cfg))
+        except InfeasibleConfig as exc:
+            for line in exc.lines:
+                console.print(line)
+            asyncio.run(launcher.close())
+            fail(
+                "the config does not fit its cluster (see above); `deepfleet plan -f FILE` explains"
+            )
         try:
             services = ui_services(cfg, state_dir)
         except UiSetupError as exc:
             fail(str(exc))
-        controller = Controller(cfg, state_dir, plans, services=services)
+        controller = Controller(cfg, state_dir, plans, services=services, launcher=launcher)
         console.print(
             f"starting {len(plans)} replica(s) and the gateway on "
             f"{controller.state.gateway_url}; logs in {state_dir / 'logs'}"
@@ -167,11 +184,13 @@ def _stop_fleet(state_dir: Path, timeout_s: float) -> bool:
     if state is None:
         return False
     pids = [state.controller_pid]
+    # In cluster mode replica pids live on other nodes; Ray and each engine's guard end them.
+    local = state.replicas if state.cluster == "local" else []
     groups = [
         p
         for p in (
             state.gateway.pid if state.gateway else None,
-            *(r.pid for r in [*state.replicas, *state.services]),
+            *(r.pid for r in [*local, *state.services]),
         )
         if p
     ]
@@ -233,7 +252,8 @@ def register(app: typer.Typer) -> None:
         state_dir: Path | None = STATE_OPT,
         timeout: float = typer.Option(60, "--timeout", help="Seconds before SIGKILL."),
     ) -> None:
-        """Stop the fleet started from this state dir; nothing is left running."""
+        """Stop the fleet started from this state dir; nothing is left running (in cluster
+        mode: its replicas' engines, supervisor actors and placement groups)."""
         sdir = resolve_state_dir(load_config(file) if file else None, state_dir)
         if _stop_fleet(sdir, timeout):
             out.print("fleet stopped")
@@ -246,7 +266,8 @@ def register(app: typer.Typer) -> None:
         state_dir: Path | None = STATE_OPT,
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
-        """Replicas with state, endpoint, pid, uptime and restarts."""
+        """Replicas with state, endpoint, pid, uptime and restarts; in cluster mode also
+        each replica's layout, nodes and load, and the cluster's nodes."""
         sdir = resolve_state_dir(load_config(file) if file else None, state_dir)
         state = current_state(sdir)
         if as_json:
@@ -256,3 +277,5 @@ def register(app: typer.Typer) -> None:
             out.print(f"no fleet is running from {sdir}")
             raise typer.Exit(3)
         out.print(fleet_table(state))
+        if state.nodes:
+            out.print(nodes_table(state))

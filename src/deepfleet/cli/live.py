@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from deepfleet.fleet.state import FleetState, ReplicaStatus, pid_alive
+from deepfleet.fleet.state import FleetState, NodeStatus, ReplicaStatus, pid_alive
 
 _COLORS = {
     "ready": "green",
@@ -37,6 +37,8 @@ class StatusPrinter:
             self._seen[r.replica_id] = key
             color = _COLORS.get(key, "white")
             extra = f" ({r.last_exit})" if key == "restarting" and r.last_exit else ""
+            extra += f" [{r.detail}]" if r.detail else ""
+            extra += f" on {', '.join(r.nodes)}" if r.nodes and key == "ready" else ""
             pid = f" pid {r.pid}" if r.pid else ""
             self._console.print(
                 f"[dim]{time.monotonic() - self._t0:6.1f}s[/] {r.replica_id}: "
@@ -53,19 +55,49 @@ def _uptime(r: ReplicaStatus) -> str:
 
 def fleet_table(state: FleetState) -> Table:
     table = Table(title=f"deepfleet at {state.gateway_url} (controller pid {state.controller_pid})")
-    for col in ("replica", "model", "engine", "state", "endpoint", "pid", "uptime", "restarts"):
+    cluster = state.cluster != "local"
+    cols = ["replica", "model", "engine", "state", "endpoint", "pid", "uptime", "restarts"]
+    for col in cols + (["layout", "nodes", "load"] if cluster else []):
         table.add_column(col)
     for r in [*([state.gateway] if state.gateway else []), *state.replicas, *state.services]:
         color = _COLORS.get(r.state.value, "white")
-        table.add_row(
+        row = [
             r.replica_id,
             r.model,
             r.engine,
-            f"[{color}]{r.state.value}[/]",
+            f"[{color}]{r.state.value}[/]" + (f" ({r.detail})" if r.detail else ""),
             r.url,
             str(r.pid or "-"),
             _uptime(r),
             str(r.restarts),
+        ]
+        if cluster:
+            load = "-" if r.load is None else f"{r.load:g}"
+            row += [r.layout or "-", ", ".join(r.nodes) or "-", load]
+        table.add_row(*row)
+    return table
+
+
+def _devices(n: NodeStatus) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in n.devices.items()) or "-"
+
+
+def nodes_table(state: FleetState) -> Table:
+    """The cluster's nodes, and the replicas each one hosts."""
+    table = Table(
+        title=f"{state.cluster} cluster: {sum(n.alive for n in state.nodes)} alive node(s)"
+    )
+    for col in ("node", "address", "alive", "devices", "memory", "replicas"):
+        table.add_column(col)
+    for n in state.nodes:
+        hosted = [r.replica_id for r in state.replicas if n.address in r.nodes]
+        table.add_row(
+            n.node_id[:12] + (" (head)" if n.head else ""),
+            n.address,
+            "[green]yes[/]" if n.alive else "[red]no[/]",
+            _devices(n),
+            f"{n.memory_bytes / 2**30:.1f} GiB",
+            ", ".join(hosted) or "-",
         )
     return table
 
@@ -83,6 +115,22 @@ def _replica_json(r: ReplicaStatus) -> dict[str, Any]:
         "last_exit": r.last_exit,
         "log": r.log,
         "node": r.node,
+        "layout": r.layout,
+        "nodes": r.nodes,
+        "load": r.load,
+        "detail": r.detail,
+    }
+
+
+def _node_json(n: NodeStatus) -> dict[str, Any]:
+    return {
+        "id": n.node_id,
+        "address": n.address,
+        "alive": n.alive,
+        "head": n.head,
+        "hostname": n.hostname,
+        "devices": n.devices,
+        "memory_bytes": n.memory_bytes,
     }
 
 
@@ -97,5 +145,7 @@ def state_json(state: FleetState | None) -> dict[str, Any]:
         "models": [{"name": m.name, "routing": m.routing} for m in state.models],
         "replicas": [_replica_json(r) for r in state.replicas],
         "services": [_replica_json(s) for s in state.services],
+        "cluster": state.cluster,
+        "nodes": [_node_json(n) for n in state.nodes],
         "updated_at": state.updated_at,
     }

@@ -31,6 +31,8 @@ class ReplicaPlan:
     gpu_memory_utilization: float | None = None
     cpu_kv_cache_gib: float | None = None  # vLLM CPU build: KV cache space in GiB
     cpu_threads: str | None = None  # vLLM CPU build: cores to bind, e.g. "0-1" or "nobind"
+    # "ray" when the replica spans nodes (vLLM's Ray executor); None: the engine's default.
+    distributed_executor_backend: str | None = None
     python: str = "python3"
     # Engine flags this model needs unless the config's engine_args say otherwise.
     engine_defaults: dict[str, Any] = field(default_factory=dict)

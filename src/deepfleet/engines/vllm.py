@@ -43,6 +43,8 @@ class VllmAdapter:
             argv += ["--tensor-parallel-size", str(plan.tp)]
         if plan.pp > 1:
             argv += ["--pipeline-parallel-size", str(plan.pp)]
+        if plan.distributed_executor_backend:
+            argv += ["--distributed-executor-backend", plan.distributed_executor_backend]
         if plan.gpu_memory_utilization and not self.cpu:
             argv += ["--gpu-memory-utilization", f"{plan.gpu_memory_utilization:.3f}"]
         if m.kv_cache_dtype:

