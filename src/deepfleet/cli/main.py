@@ -11,6 +11,7 @@ from deepfleet.cli import (
     fleet_cmds,
     keys_cmd,
     models_cmds,
+    node_cmd,
     plan_cmd,
     render_cmd,
     sim_cmd,
@@ -37,6 +38,7 @@ for _module in (
     keys_cmd,
     top_cmd,
     render_cmd,
+    node_cmd,
 ):
     _module.register(app)
 

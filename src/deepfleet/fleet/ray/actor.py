@@ -1,0 +1,170 @@
+"""The supervisor actor: one per replica, scheduled into bundle 0 of the replica's placement
+group, so it runs on the replica's (first) node.
+
+It picks the engine's address on its node, starts the engine under the guard (which kills the
+engine when this actor's process dies), and keeps it up with the same Supervisor as local
+mode: health checks, restarts with backoff. The controller polls `status()`; the actor also
+reads the engine's queue (running + waiting requests) from its /metrics as the replica's load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import replace
+
+import aiohttp
+
+from deepfleet.engines import ReplicaPlan, get_adapter
+from deepfleet.engines.base import LaunchSpec
+from deepfleet.engines.vllm import SERVER_MODULE
+from deepfleet.fleet.health import HttpProbe
+from deepfleet.fleet.ports import free_port
+from deepfleet.fleet.ray.start import NODE_CORES_ENV
+from deepfleet.fleet.ray.vllm_entry import NAMESPACE_ENV, PG_ENV
+from deepfleet.fleet.replicas import cpu_binding
+from deepfleet.fleet.state import ReplicaState, ReplicaStatus
+from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
+
+LOAD_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+LOAD_EVERY_S = 2.0
+
+
+def parse_cores(text: str) -> list[int]:
+    """ "0-3,8" -> [0, 1, 2, 3, 8]."""
+    cores: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        cores += range(int(lo), int(hi or lo) + 1)
+    return sorted(set(cores))
+
+
+def engine_cores(slot: tuple[int, int] | None, env: dict[str, str]) -> str | None:
+    """VLLM_CPU_OMP_THREADS_BIND for CPU replica `slot` = (index, count) on this node: its
+    share of the node's cores; None lets vLLM choose (a lone replica on an unrestricted node)."""
+    if slot is None:
+        return None
+    index, count = slot
+    given = env.get(NODE_CORES_ENV)
+    cores = parse_cores(given) if given else sorted(os.sched_getaffinity(0))
+    if count <= 1:
+        return ",".join(map(str, cores)) if given else None
+    return cpu_binding(cores, index, count)
+
+
+def load_from_metrics(text: str) -> float:
+    """Running + waiting requests from a vLLM /metrics page."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(LOAD_METRICS):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def in_placement_group(
+    spec: LaunchSpec, group: str, namespace: str, env: dict[str, str]
+) -> LaunchSpec:
+    """The vLLM command of a replica that spans nodes, run through vllm_entry so that vLLM's
+    Ray executor uses the replica's placement group."""
+    argv = list(spec.argv)
+    i = argv.index(SERVER_MODULE)
+    argv[i] = "deepfleet.fleet.ray.vllm_entry"
+    env = {**spec.env, **env, PG_ENV: group, NAMESPACE_ENV: namespace}
+    return LaunchSpec(argv=argv, env=env, cwd=spec.cwd)
+
+
+def guarded(spec: LaunchSpec, watch_pid: int, python: str) -> LaunchSpec:
+    return replace(
+        spec, argv=[python, "-m", "deepfleet.fleet.ray.guard", str(watch_pid), "--", *spec.argv]
+    )
+
+
+class EngineHost:
+    """The body of the supervisor actor (wrapped with ray.remote by the launcher)."""
+
+    def __init__(
+        self,
+        plan: ReplicaPlan,
+        status: ReplicaStatus,
+        policy: SupervisorPolicy,
+        *,
+        cpu_slot: tuple[int, int] | None = None,
+        placement_group: str | None = None,
+        namespace: str = "deepfleet",
+    ) -> None:
+        self._plan = plan
+        self._status = status
+        self._policy = policy
+        self._cpu_slot = cpu_slot
+        self._group = placement_group
+        self._namespace = namespace
+        self._supervisor: Supervisor | None = None
+        self._probe = HttpProbe()
+        self._stopped = False
+        self._load_at = 0.0
+
+    def _launch(self) -> tuple[ReplicaPlan, LaunchSpec]:
+        import ray
+
+        ip = ray.util.get_node_ip_address()
+        plan = replace(
+            self._plan,
+            host=ip,
+            port=free_port(ip),
+            python=sys.executable,
+            cpu_threads=engine_cores(self._cpu_slot, dict(os.environ)),
+        )
+        spec = get_adapter(plan.model.engine).launch_spec(plan)
+        if self._group is not None:
+            gcs = ray.get_runtime_context().gcs_address
+            env = {"RAY_ADDRESS": gcs, "VLLM_HOST_IP": ip}
+            spec = in_placement_group(spec, self._group, self._namespace, env)
+        return plan, guarded(spec, os.getpid(), sys.executable)
+
+    async def run(self) -> ReplicaStatus:
+        """Start and supervise the engine until stop(); returns the last status."""
+        plan, spec = self._launch()
+        adapter = get_adapter(plan.model.engine)
+        self._status.url = plan.url
+        self._status.node = plan.host
+        self._supervisor = Supervisor(
+            self._status,
+            spec,
+            plan.url + adapter.health_path,
+            probe=self._probe,
+            on_change=lambda: None,
+            policy=self._policy,
+        )
+        if not self._stopped:
+            await self._supervisor.run()
+        await self._probe.close()
+        return self._status
+
+    async def status(self) -> ReplicaStatus:
+        if self._status.state is ReplicaState.READY:
+            if time.monotonic() - self._load_at >= LOAD_EVERY_S:
+                self._load_at = time.monotonic()
+                self._status.load = await self._read_load()
+        else:
+            self._status.load = None
+        return self._status
+
+    async def _read_load(self) -> float | None:
+        timeout = aiohttp.ClientTimeout(total=1.0)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(self._status.url + "/metrics") as resp,
+            ):
+                return load_from_metrics(await resp.text()) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, IndexError):
+            return None
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._supervisor is not None:
+            await self._supervisor.stop()
+        # Let run() finish so its last status reaches the controller.
+        await asyncio.sleep(0)

@@ -1,0 +1,330 @@
+"""The Ray launcher: each replica becomes a placement group with one supervisor actor.
+
+The controller runs on the head. For every replica a RayReplica creates the placement group
+(waiting while the cluster lacks capacity), starts the supervisor actor in bundle 0, and polls
+it: the actor's status (state, endpoint, pid, restarts, load) is mirrored into the fleet
+state that the gateway routes from. When the actor dies or stops answering (its node died),
+the group is removed and the replica placed again, wherever capacity allows, with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.util.placement_group import (
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from deepfleet.catalog.hardware import get_device
+from deepfleet.config.schema import FleetConfig
+from deepfleet.engines import ReplicaPlan
+from deepfleet.fleet.ray.actor import EngineHost
+from deepfleet.fleet.ray.connect import NAMESPACE, connect
+from deepfleet.fleet.ray.nodes import node_table
+from deepfleet.fleet.ray.placement import (
+    DEVICE_KEYS,
+    Placement,
+    PlacementError,
+    nodes_in_order,
+    placement_for,
+    split_tp_groups,
+)
+from deepfleet.fleet.replicas import InfeasibleConfig, replica_plan, size_fleet
+from deepfleet.fleet.state import NodeStatus, ReplicaState, ReplicaStatus
+from deepfleet.fleet.supervisor import SupervisorPolicy
+
+MIRRORED = ("state", "pid", "url", "node", "started_at", "ready_at", "last_exit", "load")
+
+
+def actor_options(placement: Placement) -> dict[str, Any]:
+    """Ray options for the supervisor actor: bundle 0's resources when it owns the bundle."""
+    res = dict(placement.actor_resources)
+    opts: dict[str, Any] = {"num_cpus": res.pop("CPU", 0), "num_gpus": res.pop("GPU", 0)}
+    if res:
+        opts["resources"] = res
+    return opts
+
+
+class RayLauncher:
+    name = "ray"
+
+    def __init__(
+        self,
+        cfg: FleetConfig,
+        state_dir: Path,
+        *,
+        poll_s: float = 0.5,
+        unavailable_grace_s: float = 10.0,
+    ) -> None:
+        self.address = connect(cfg, state_dir)
+        self.prefix = "fleet-" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:8]
+        self.device_key = DEVICE_KEYS[get_device(cfg.cluster.device).vendor]
+        self.devices_per_node = cfg.cluster.devices_per_node
+        self.poll_s = poll_s
+        self.unavailable_grace_s = unavailable_grace_s
+        self.host_class = ray.remote(EngineHost)
+        self._nodes: dict[str, NodeStatus] = {n.node_id: n for n in node_table(ray.nodes())}
+        self._cpu_slots: dict[str, dict[int, str]] = {}
+        self._placements: dict[str, Placement] = {}
+
+    def _alive(self) -> list[NodeStatus]:
+        return [n for n in self._nodes.values() if n.alive]
+
+    def plans(self, cfg: FleetConfig, model_paths: dict[str, str]) -> list[ReplicaPlan]:
+        """Replica plans sized for the smallest alive node; host and port are chosen on the
+        node the replica lands on. Raises InfeasibleConfig (with every reason) when a model
+        does not fit or cannot be placed."""
+        alive = self._alive()
+        memory = min((n.memory_bytes for n in alive), default=0) or None
+        cpus = min((n.devices.get("CPU", 1) for n in alive), default=1)
+        per_replica = max(1, int(cpus // self.devices_per_node))
+        sizings = size_fleet(cfg, memory, self.devices_per_node)
+        plans: list[ReplicaPlan] = []
+        problems: list[str] = []
+        for model, sizing in zip(cfg.models, sizings, strict=True):
+            for i in range(sizing.replicas):
+                base = replica_plan(model, sizing, i, model_paths[model.name], "python3")
+                try:
+                    where = placement_for(base, self.device_key, self.devices_per_node, per_replica)
+                except PlacementError as exc:
+                    problems.append(str(exc))
+                    continue
+                backend = "ray" if where.spans_nodes else None
+                plan = replace(base, host="", port=0, distributed_executor_backend=backend)
+                self._placements[plan.replica_id] = where
+                plans.append(plan)
+        if problems:
+            raise InfeasibleConfig(problems)
+        return plans
+
+    def runner(
+        self,
+        plan: ReplicaPlan,
+        status: ReplicaStatus,
+        on_change: Callable[[], None],
+        policy: SupervisorPolicy,
+    ) -> RayReplica:
+        where = self._placements.get(plan.replica_id) or placement_for(
+            plan, self.device_key, self.devices_per_node
+        )
+        status.layout = f"tp {plan.tp} x pp {plan.pp}"
+        return RayReplica(self, plan, where, status, on_change, policy)
+
+    async def nodes(self) -> list[NodeStatus]:
+        try:
+            table = node_table(await asyncio.to_thread(ray.nodes))
+        except (ConnectionError, RuntimeError):
+            return list(self._nodes.values())
+        self._nodes = {n.node_id: n for n in table}
+        return table
+
+    async def address_of(self, node_id: str) -> str:
+        if node_id not in self._nodes:
+            await self.nodes()
+        node = self._nodes.get(node_id)
+        return node.address if node else node_id[:12]
+
+    def take_cpu_slot(self, node_id: str, replica_id: str) -> tuple[int, int]:
+        """(index, count) of this CPU replica among the node's, for its core binding."""
+        used = self._cpu_slots.setdefault(node_id, {})
+        index = next(i for i in range(len(used) + 1) if i not in used)
+        used[index] = replica_id
+        return index, max(self.devices_per_node, index + 1)
+
+    def release_cpu_slot(self, node_id: str, replica_id: str) -> None:
+        used = self._cpu_slots.get(node_id, {})
+        for index in [i for i, r in used.items() if r == replica_id]:
+            del used[index]
+
+    async def close(self) -> None:
+        ray.shutdown()
+
+
+class RayReplica:
+    """Keeps one replica placed and running on the cluster until stop()."""
+
+    def __init__(
+        self,
+        launcher: RayLauncher,
+        plan: ReplicaPlan,
+        placement: Placement,
+        status: ReplicaStatus,
+        on_change: Callable[[], None],
+        policy: SupervisorPolicy,
+    ) -> None:
+        self.launcher = launcher
+        self.plan = plan
+        self.placement = placement
+        self.status = status
+        self._on_change = on_change
+        self._policy = policy
+        self._stop = asyncio.Event()
+        self._generation = 0
+        self._base_restarts = 0
+
+    def _set(self, state: ReplicaState, **fields: object) -> None:
+        self.status.state = state
+        for k, v in fields.items():
+            setattr(self.status, k, v)
+        self._on_change()
+
+    async def run(self) -> None:
+        backoff = self._policy.backoff_initial_s
+        while not self._stop.is_set():
+            placed_at = time.monotonic()
+            reason = await self._place_and_run()
+            if self._stop.is_set():
+                break
+            if time.monotonic() - placed_at >= self._policy.stable_after_s:
+                backoff = self._policy.backoff_initial_s
+            self._base_restarts = self.status.restarts + 1
+            self._set(
+                ReplicaState.RESTARTING,
+                last_exit=reason,
+                pid=None,
+                load=None,
+                restarts=self._base_restarts,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            backoff = min(backoff * 2, self._policy.backoff_max_s)
+        self._set(ReplicaState.STOPPED, pid=None, load=None)
+
+    async def _until(self, ref: Any) -> bool:
+        """Await a Ray object ref unless stop() comes first; True if the ref finished."""
+        done = asyncio.ensure_future(_await(ref))
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({done, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not done.done():
+            done.cancel()
+            return False
+        done.result()
+        return True
+
+    async def _place_and_run(self) -> str:
+        self._generation += 1
+        name = f"{self.launcher.prefix}/{self.plan.replica_id}/{self._generation}"
+        where = self.placement
+        group = placement_group(list(where.bundles), strategy=where.strategy, name=name)
+        first_node: str | None = None
+        actor: Any = None
+        try:
+            self._set(ReplicaState.STARTING, url="", node="", nodes=[], pid=None, load=None,
+                      detail=f"waiting for {where.describe()}")  # fmt: skip
+            if not await self._until(group.ready()):
+                return "stopped"
+            table = await asyncio.to_thread(placement_group_table, group)
+            bundle_nodes = {int(k): str(v) for k, v in table["bundles_to_node_id"].items()}
+            split = split_tp_groups(bundle_nodes, where.tp) if where.spans_nodes else []
+            if split:
+                return f"TP groups {split} were split over nodes by PACK; placing again"
+            node_ids = nodes_in_order(bundle_nodes)
+            first_node = node_ids[0]
+            addresses = [await self.launcher.address_of(n) for n in node_ids]
+            slot = None
+            if self.launcher.device_key == "CPU":
+                slot = self.launcher.take_cpu_slot(first_node, self.plan.replica_id)
+            actor = self.launcher.host_class.options(
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, 0),
+                max_restarts=0,
+                **actor_options(where),
+            ).remote(
+                self.plan,
+                replace(self.status, restarts=0),
+                self._policy,
+                cpu_slot=slot,
+                placement_group=name if where.spans_nodes else None,
+                namespace=NAMESPACE,
+            )
+            self._set(ReplicaState.STARTING, nodes=addresses, node=addresses[0], detail=None)
+            return await self._watch(actor, addresses[0])
+        finally:
+            if actor is not None:
+                await self._retire(actor)
+            if first_node is not None:
+                self.launcher.release_cpu_slot(first_node, self.plan.replica_id)
+            await asyncio.to_thread(remove_placement_group, group)
+
+    async def _watch(self, actor: Any, node: str) -> str:
+        """Mirror the actor's status until it dies, stops answering, or stop() is called."""
+        running = asyncio.ensure_future(_await(actor.run.remote()))
+        silent_since: float | None = None
+        while not self._stop.is_set():
+            stop = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({running, stop}, timeout=self.launcher.poll_s,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            stop.cancel()
+            if self._stop.is_set():
+                break
+            if running.done():
+                exc = running.exception()
+                return f"supervisor on {node} ended: {_short(exc)}" if exc else "supervisor ended"
+            try:
+                st = await asyncio.wait_for(_await(actor.status.remote()), 5.0)
+            except ActorDiedError as exc:
+                return f"node {node} died or its supervisor was killed ({_short(exc)})"
+            except (ActorUnavailableError, GetTimeoutError, TimeoutError):
+                now = time.monotonic()
+                silent_since = silent_since or now
+                if self.status.state is not ReplicaState.UNHEALTHY:
+                    self._set(ReplicaState.UNHEALTHY, detail=f"supervisor on {node} not answering")
+                if now - silent_since >= self.launcher.unavailable_grace_s:
+                    return f"node {node} unreachable for {now - silent_since:.0f}s"
+                continue
+            except RayActorError as exc:
+                return f"supervisor on {node} failed: {_short(exc)}"
+            if silent_since is not None:
+                silent_since = None
+                self.status.detail = None
+            self._mirror(st)
+        running.cancel()
+        return "stopped"
+
+    def _mirror(self, st: ReplicaStatus) -> None:
+        changed = False
+        for key in MIRRORED:
+            value = getattr(st, key)
+            if getattr(self.status, key) != value:
+                setattr(self.status, key, value)
+                changed = True
+        restarts = self._base_restarts + st.restarts
+        if self.status.restarts != restarts:
+            self.status.restarts = restarts
+            changed = True
+        if changed:
+            self._on_change()
+
+    async def _retire(self, actor: Any) -> None:
+        """Stop the engine gracefully when stopping the fleet, then end the actor."""
+        if self._stop.is_set():
+            with contextlib.suppress(RayActorError, TimeoutError):
+                await asyncio.wait_for(_await(actor.stop.remote()), self._policy.stop_grace_s + 10)
+        with contextlib.suppress(RayActorError, ValueError):
+            ray.kill(actor, no_restart=True)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self.status.state is ReplicaState.READY:
+            self._set(ReplicaState.STOPPING)
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+def _short(exc: BaseException | None) -> str:
+    text = str(exc).strip().splitlines()[0] if exc and str(exc).strip() else type(exc).__name__
+    return text[:200]

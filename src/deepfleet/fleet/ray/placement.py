@@ -1,0 +1,96 @@
+"""A replica's layout as a Ray placement group.
+
+- A replica inside one node gets one bundle holding all its devices (STRICT_PACK). Its
+  supervisor actor takes that whole bundle, so Ray sets CUDA_VISIBLE_DEVICES (or the NPU and
+  CPU equivalents) for the actor, and the engine it starts inherits exactly those devices.
+- A replica spanning nodes gets one bundle per device, because vLLM's Ray executor puts one
+  worker per bundle and refuses bundles of more than one device. PACK fills a node before the
+  next, so with whole free nodes each TP group (`tp` consecutive bundles, vLLM's rank order)
+  lands inside one node and the PP stages spread over nodes; PACK is best effort, so
+  `split_tp_groups` checks the result. The supervisor actor then takes nothing and sits in
+  bundle 0, where vLLM's driver must run (it requires a bundle on its own node).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from deepfleet.engines.base import ReplicaPlan
+
+DEVICE_KEYS = {"nvidia": "GPU", "huawei": "NPU", "cpu": "CPU"}
+"""Ray's resource name for each device vendor of the hardware catalog."""
+ENGINES_WITH_RAY_EXECUTOR = frozenset({"vllm", "vllm-ascend"})
+"""Engines that can run one replica over several nodes through vLLM's Ray executor."""
+CPU_SPAN_REFUSAL = (
+    "vLLM's CPU build has no Ray executor, so a replica cannot span nodes on it (vLLM "
+    "0.32 CPU: 'current platform cpu does not support ray.'); keep tensor_parallel_size x "
+    "pipeline_parallel_size within devices_per_node"
+)
+
+
+class PlacementError(ValueError):
+    """The layout cannot become a placement group; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    bundles: tuple[dict[str, float], ...]
+    strategy: str
+    tp: int
+    actor_resources: dict[str, float] = field(default_factory=dict)
+    """What the supervisor actor takes from bundle 0 (Ray's names: CPU, GPU, or custom)."""
+
+    @property
+    def spans_nodes(self) -> bool:
+        return len(self.bundles) > 1
+
+    def describe(self) -> str:
+        """`16 x {GPU: 1} PACK`, for status lines while the group waits for resources."""
+        first = ", ".join(f"{k}: {v:g}" for k, v in self.bundles[0].items())
+        return f"{len(self.bundles)} x {{{first}}} {self.strategy}"
+
+
+def placement_for(
+    plan: ReplicaPlan, device_key: str, devices_per_node: int, cpus_per_replica: float = 1.0
+) -> Placement:
+    """Bundles and strategy for one replica of `plan` (tp x pp devices).
+
+    On CPUs (vLLM's CPU build) a replica is one process group on one node holding
+    `cpus_per_replica` CPUs. Raises PlacementError when the layout cannot be placed.
+    """
+    devices = plan.tp * plan.pp
+    if device_key == "CPU":
+        if devices > devices_per_node:
+            raise PlacementError(f"{plan.replica_id}: {CPU_SPAN_REFUSAL}")
+        bundle = {"CPU": float(cpus_per_replica)}
+        return Placement((bundle,), "STRICT_PACK", plan.tp, dict(bundle))
+    if devices <= devices_per_node:
+        bundle = {device_key: float(devices)}
+        return Placement((bundle,), "STRICT_PACK", plan.tp, dict(bundle))
+    if plan.model.engine not in ENGINES_WITH_RAY_EXECUTOR:
+        raise PlacementError(
+            f"{plan.replica_id}: {devices} devices span nodes, and engine {plan.model.engine!r} "
+            f"has no Ray executor ({', '.join(sorted(ENGINES_WITH_RAY_EXECUTOR))} do)"
+        )
+    if plan.tp > devices_per_node or devices_per_node % plan.tp:
+        raise PlacementError(
+            f"{plan.replica_id}: tensor_parallel_size {plan.tp} must divide devices_per_node "
+            f"{devices_per_node}, so that every TP group stays inside one node"
+        )
+    return Placement(tuple({device_key: 1.0} for _ in range(devices)), "PACK", plan.tp)
+
+
+def split_tp_groups(bundle_nodes: Mapping[int, str], tp: int) -> list[int]:
+    """Indexes of the TP groups (tp consecutive bundles) whose bundles sit on several nodes."""
+    count = len(bundle_nodes)
+    return [
+        g
+        for g in range(count // tp)
+        if len({bundle_nodes[i] for i in range(g * tp, (g + 1) * tp)}) > 1
+    ]
+
+
+def nodes_in_order(bundle_nodes: Mapping[int, str]) -> list[str]:
+    """The distinct nodes of a placement group, in bundle order (the first hosts the engine)."""
+    return list(dict.fromkeys(bundle_nodes[i] for i in sorted(bundle_nodes)))
