@@ -55,9 +55,11 @@ def test_load_counts_what_was_routed_since_the_scrape() -> None:
         # overloaded by the requests routed since the last scrape
         ([ep("a", matched_blocks=10, routed=20), ep("b", running=2)], "b", "spill"),
         # nothing cached anywhere: the replica with the shorter prefill backlog
-        ([ep("a", prefill_blocks=40), ep("b", prefill_blocks=5, running=1)], "b", "load"),
-        # the cache-holder is far behind on prefill work: starting afresh is sooner
-        ([ep("a", matched_blocks=9, prefill_blocks=60), ep("b")], "b", "load"),
+        ([ep("a", prefill_blocks=40), ep("b", prefill_blocks=5)], "b", "load"),
+        # a prefill backlog does not outweigh holding most of the prompt ...
+        ([ep("a", matched_blocks=9, prefill_blocks=60), ep("b")], "a", "prefix"),
+        # ... but it does outweigh a short match
+        ([ep("a", matched_blocks=2, prefill_blocks=60), ep("b")], "b", "load"),
         # an imbalance below spill_abs keeps the cache
         ([ep("a", matched_blocks=10, running=9), ep("b", running=2)], "a", "prefix"),
         # equal matches: the emptier KV cache and load decide

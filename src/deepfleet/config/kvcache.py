@@ -25,10 +25,10 @@ class KvRoutingSpec(_Section):
     """How the gateway weighs cached prefixes against load (policies kv_aware, prefix_hash)."""
 
     prefix_weight: float = Field(
-        1.0, ge=0, description="kv_aware: weight of the share of the prompt a replica holds."
+        3.0, ge=0, description="kv_aware: weight of the share of the prompt a replica holds."
     )
     prefill_weight: float = Field(
-        2.0,
+        1.0,
         ge=0,
         description="kv_aware: weight of the prefill work a replica would do before this "
         "request's first token (its backlog plus the blocks it lacks).",

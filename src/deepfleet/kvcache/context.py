@@ -141,6 +141,8 @@ class RoutingContext:
         while True:
             await asyncio.sleep(REFRESH_S)
             self.refresh()
+            if self._subscriber is not None:
+                self._subscriber.retry()
             self.metrics.index_blocks.set(len(self.index))
             self.metrics.index_entries.set(self.index.entries)
 

@@ -138,7 +138,8 @@ class EventSubscriber:
         self._resyncer = resyncer
         self._context = context
         self._relay = relay
-        self._publishers: dict[str, Publisher] = {}
+        self._publishers: dict[str, Publisher] = {}  # bound (or served by the relay)
+        self._wanted: dict[str, Publisher] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._resyncs: dict[str, asyncio.Task[str]] = {}
 
@@ -152,24 +153,35 @@ class EventSubscriber:
 
     def set_publishers(self, publishers: list[Publisher]) -> None:
         """Bind new publishers, close removed ones (a relay binds for us: then only the URLs
-        for resync are kept)."""
-        wanted = {p.replica: p for p in publishers}
+        for resync are kept). A port that cannot be bound yet is retried by `retry`."""
+        self._wanted = {p.replica: p for p in publishers}
         for replica in list(self._publishers):
-            if replica not in wanted or wanted[replica] != self._publishers[replica]:
+            if self._wanted.get(replica) != self._publishers[replica]:
                 self._close(replica)
-        for replica, publisher in wanted.items():
+        self.retry()
+
+    def retry(self) -> None:
+        """Bind the publishers not bound yet. An engine that keeps reconnecting to a port in
+        the ephemeral range can briefly hold it itself (a TCP self-connect), so a failed bind
+        is retried, not fatal."""
+        for replica, publisher in self._wanted.items():
             if replica in self._publishers:
                 continue
-            self._publishers[replica] = publisher
             if self._relay is None:
                 sock = self._context.socket(zmq.SUB)
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
                 sock.setsockopt(zmq.RCVHWM, 0)
                 sock.setsockopt(zmq.LINGER, 0)
-                sock.bind(publisher.endpoint)
+                try:
+                    sock.bind(publisher.endpoint)
+                except zmq.ZMQError as exc:
+                    sock.close(linger=0)
+                    log.warning("cannot bind %s for %s yet: %s", publisher.endpoint, replica, exc)
+                    continue
                 self._tasks[replica] = asyncio.create_task(
                     self._read(sock, replica), name=f"kv-events-{replica}"
                 )
+            self._publishers[replica] = publisher
 
     def _close(self, replica: str) -> None:
         self._publishers.pop(replica, None)

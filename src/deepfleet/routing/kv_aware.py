@@ -20,7 +20,7 @@ that replica's load exceeds the least loaded one's by `spill_abs` requests and b
 replica instead of melting the one that has it. Reasons: `prefix` (the first choice holds
 part of the prompt), `load` (it holds none), `spill`, `single`.
 
-Config (fleet.yaml):  kv_cache: {routing: {prefix_weight: 1, prefill_weight: 2,
+Config (fleet.yaml):  kv_cache: {routing: {prefix_weight: 3, prefill_weight: 1,
 load_weight: 1, kv_weight: 0.5, spill_abs: 16, spill_rel: 1.5}}  and  models[].routing: kv_aware
 """
 
@@ -42,8 +42,8 @@ from deepfleet.routing.scorers import (
 
 @dataclass(frozen=True)
 class KvAwareWeights:
-    prefix_weight: float = 1.0
-    prefill_weight: float = 2.0
+    prefix_weight: float = 3.0
+    prefill_weight: float = 1.0
     load_weight: float = 1.0
     kv_weight: float = 0.5
     spill_abs: int = 16
