@@ -11,6 +11,7 @@ import aiohttp
 import typer
 
 from deepfleet.cli.common import STATE_OPT, console, current_state, fail, out, resolve_state_dir
+from deepfleet.ui.credentials import LOCAL_KEY_FILE, read_secret, secrets_dir
 
 
 async def _stream(
@@ -78,11 +79,15 @@ def register(app: typer.Typer) -> None:
         state_dir: Path | None = STATE_OPT,
     ) -> None:
         """Ask the fleet a question and stream the answer."""
+        sdir = resolve_state_dir(None, state_dir)
         if url is None:
-            state = current_state(resolve_state_dir(None, state_dir))
+            state = current_state(sdir)
             if state is None:
                 fail("no running fleet found; start one with `deepfleet up` or pass --url")
             url = state.gateway_url
+        if api_key is None:
+            # The key `up --ui` saves for local clients once the gateway requires keys.
+            api_key = read_secret(secrets_dir(sdir) / LOCAL_KEY_FILE)
         text = prompt if prompt is not None else sys.stdin.read()
         if not text.strip():
             fail("empty prompt")
