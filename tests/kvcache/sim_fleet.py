@@ -54,10 +54,17 @@ class SimFleet:
 
 @contextlib.asynccontextmanager
 async def sim_fleet(
-    tmp: Path, count: int = 2, routing: str = "kv_aware", kv_tokens: int = 8192
+    tmp: Path,
+    count: int = 2,
+    routing: str = "kv_aware",
+    kv_tokens: int = 8192,
+    max_num_seqs: int = 256,
+    speed: float = 10.0,
 ) -> AsyncIterator[SimFleet]:
     config, profile, _ = build(SimSpec(str(tokenizer_folder()), "H200"))
-    config = dataclasses.replace(config, model=MODEL, block_size=BLOCK, kv_tokens=kv_tokens)
+    config = dataclasses.replace(
+        config, model=MODEL, block_size=BLOCK, kv_tokens=kv_tokens, max_num_seqs=max_num_seqs
+    )
     tokenizer = load_tokenizer(str(tokenizer_folder()))
     async with contextlib.AsyncExitStack() as stack:
         engines, ports = [], []
@@ -66,7 +73,7 @@ async def sim_fleet(
             running = await stack.enter_async_context(
                 serve_engines(
                     config, profile, tokenizer, port=0, kv_events=f"tcp://127.0.0.1:{port}",
-                    clock=ScaledClock(10.0),
+                    clock=ScaledClock(speed),
                 )
             )  # fmt: skip
             engines.extend(running)

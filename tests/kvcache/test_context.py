@@ -20,11 +20,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def conversation(system: str, *turns: str) -> bytes:
+def conversation(system: str, *turns: str, max_tokens: int = 4) -> bytes:
     messages = [{"role": "system", "content": system}]
     for turn in turns:
         messages.append({"role": "user", "content": turn})
-    return json.dumps({"model": MODEL, "messages": messages, "max_tokens": 4}).encode()
+    body = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "ignore_eos": True}
+    return json.dumps(body).encode()
 
 
 SYSTEM_A = " ".join(f"alpha{i} rules the kingdom of text" for i in range(60))
@@ -63,6 +64,30 @@ async def test_requests_follow_their_cached_prefix(tmp_path: Path) -> None:
         # The engine agrees: its own counters saw the hits.
         hits = [e.engine.cache.hits for e in fleet.engines]
         assert max(hits) >= 3 * (len(route.block_hashes) - 2) * 16
+
+
+async def test_one_hot_prefix_spills_to_an_idle_replica(tmp_path: Path) -> None:
+    """Every request shares one prefix; the replica holding it queues (max_num_seqs 4), so
+    requests spill to the other replica instead of piling up there."""
+    async with (
+        sim_fleet(tmp_path, count=2, max_num_seqs=4, speed=0.005) as fleet,
+        aiohttp.ClientSession() as session,
+    ):
+        context = await started(RoutingContext(fleet.state_path))
+        try:
+            await route_and_send(context, session, fleet, conversation(SYSTEM_A, "warm up"))
+            await until(lambda: len(context.index) > 0)
+            bodies = [conversation(SYSTEM_A, f"question {i}", max_tokens=48) for i in range(24)]
+            chosen = []
+            for b in bodies:  # arrivals 50 ms apart, each served for ~2 s
+                chosen.append(asyncio.create_task(route_and_send(context, session, fleet, b)))
+                await asyncio.sleep(0.05)
+            replicas = [replica for replica, _ in await asyncio.gather(*chosen)]
+            decisions = sample(context, "deepfleet_routing_decisions_total")
+            assert decisions.get(("m", "kv_aware", "spill"), 0) >= 1
+            assert min(replicas.count("m-0"), replicas.count("m-1")) >= 4
+        finally:
+            await context.stop()
 
 
 async def test_an_engine_restart_in_the_state_clears_its_entries(tmp_path: Path) -> None:

@@ -50,18 +50,22 @@ def test_load_counts_what_was_routed_since_the_scrape() -> None:
         ([ep("a", running=3), ep("b", running=1)], "b", "load"),
         # partial matches: the longer one
         ([ep("a", matched_blocks=2), ep("b", matched_blocks=8)], "b", "prefix"),
-        # the cache-best replica is overloaded: spill to the least loaded
-        ([ep("a", matched_blocks=10, running=20), ep("b", running=2)], "b", "spill"),
-        # overloaded by the requests routed since the last scrape
-        ([ep("a", matched_blocks=10, routed=20), ep("b", running=2)], "b", "spill"),
+        # the cache-best replica queues requests and has many more: spill to the least loaded
+        ([ep("a", matched_blocks=10, running=8, waiting=2), ep("b", running=2)], "b", "spill"),
+        # busier but not queueing: keep the cache
+        ([ep("a", matched_blocks=10, running=20), ep("b", running=2)], "a", "prefix"),
+        # far busier, counting the requests routed since the last scrape: spill anyway
+        ([ep("a", matched_blocks=10, running=10, routed=30), ep("b", running=2)], "b", "spill"),
+        # a new prompt goes where the least is cached
+        ([ep("a", cached_blocks=900), ep("b", cached_blocks=100)], "b", "load"),
         # nothing cached anywhere: the replica with the shorter prefill backlog
         ([ep("a", prefill_blocks=40), ep("b", prefill_blocks=5)], "b", "load"),
         # a prefill backlog does not outweigh holding most of the prompt ...
         ([ep("a", matched_blocks=9, prefill_blocks=60), ep("b")], "a", "prefix"),
         # ... but it does outweigh a short match
         ([ep("a", matched_blocks=2, prefill_blocks=60), ep("b")], "b", "load"),
-        # an imbalance below spill_abs keeps the cache
-        ([ep("a", matched_blocks=10, running=9), ep("b", running=2)], "a", "prefix"),
+        # a queue, but an imbalance below spill_queued keeps the cache
+        ([ep("a", matched_blocks=10, running=4, waiting=1), ep("b", running=2)], "a", "prefix"),
         # equal matches: the emptier KV cache and load decide
         ([ep("a", matched_blocks=5, kv_usage=0.9), ep("b", matched_blocks=5)], "b", "prefix"),
     ],

@@ -37,11 +37,22 @@ class KvRoutingSpec(_Section):
         1.0, ge=0, description="kv_aware: weight of idleness (running + waiting requests)."
     )
     kv_weight: float = Field(0.5, ge=0, description="kv_aware: weight of free KV cache.")
-    spill_abs: int = Field(
-        16,
+    spread_weight: float = Field(
+        1.0,
         ge=0,
-        description="kv_aware: spill to the least loaded replica when the cache-best one has "
-        "this many more requests than it ...",
+        description="kv_aware: for prompts no replica holds, weight of caching little (new "
+        "prefixes spread evenly over the fleet's KV caches).",
+    )
+    spill_queued: int = Field(
+        4,
+        ge=0,
+        description="kv_aware: spill to the least loaded replica when the cache-best one queues "
+        "requests (vllm:num_requests_waiting > 0) and has this many more than it ...",
+    )
+    spill_abs: int = Field(
+        32,
+        ge=0,
+        description="kv_aware: ... or has this many more, queue or not ...",
     )
     spill_rel: float = Field(1.5, ge=1, description="kv_aware: ... and this many times its load.")
     prefix_tokens: int = Field(
@@ -86,6 +97,8 @@ class KvRoutingSpec(_Section):
                     "prefill_weight",
                     "load_weight",
                     "kv_weight",
+                    "spread_weight",
+                    "spill_queued",
                     "spill_abs",
                     "spill_rel",
                 }

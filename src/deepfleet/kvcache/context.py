@@ -252,6 +252,7 @@ class RoutingContext:
                     routed=self._routed.get(e.replica_id, 0),
                     matched_blocks=matched.get(e.replica_id, 0),
                     prefill_blocks=self.index.backlog(e.replica_id, now),
+                    cached_blocks=self.index.blocks_of(e.replica_id),
                 )
             )
         return out

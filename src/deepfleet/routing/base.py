@@ -33,6 +33,8 @@ class Endpoint:
     """Leading blocks of this request that the replica holds, from its KV events."""
     prefill_blocks: int = 0
     """Blocks of earlier requests the replica has yet to compute: its prefill backlog."""
+    cached_blocks: int = 0
+    """Blocks the replica holds in its prefix cache, from its KV events."""
 
     @property
     def load(self) -> int:

@@ -10,18 +10,25 @@ usage. With B the request's full blocks, per endpoint, each scorer in [0, 1]:
     prefill = 1 - work / max(work),  work = backlog + B - matched     time to first token
     load    = 1 - load / busiest_load                     decode batch and queue
     kv      = 1 - kv_usage
+    spread  = 1 - cached / most_cached                    room for a new prefix
 
     score = prefix_weight * prefix + prefill_weight * prefill + load_weight * load
-          + kv_weight * kv
+          + kv_weight * kv + spread_weight * (1 - best prefix) * spread
+
+The spread term counts only as far as no replica holds the prompt: a new prefix goes where it
+evicts the least, which keeps the fleet's prefixes evenly spread over its KV caches.
 
 The best score goes first, the rest follow by score (the gateway's retry order). Spill: when
-that replica's load exceeds the least loaded one's by `spill_abs` requests and by a factor
-`spill_rel`, the least loaded replica goes first, so a hot prefix gets copied to an idle
-replica instead of melting the one that has it. Reasons: `prefix` (the first choice holds
-part of the prompt), `load` (it holds none), `spill`, `single`.
+that replica is overloaded, the least loaded replica goes first, so a hot prefix gets copied
+to an idle replica instead of melting the one that has it. Overloaded: its load exceeds the
+least loaded one's `spill_rel` times and by `spill_queued` requests while its engine queues
+requests (`waiting` > 0), or by `spill_abs` requests regardless. Reasons: `prefix` (the first
+choice holds part of the prompt), `load` (it holds none), `spill`, `single`.
 
 Config (fleet.yaml):  kv_cache: {routing: {prefix_weight: 3, prefill_weight: 1,
-load_weight: 1, kv_weight: 0.5, spill_abs: 16, spill_rel: 1.5}}  and  models[].routing: kv_aware
+load_weight: 1, kv_weight: 0.5, spread_weight: 1, spill_queued: 4, spill_abs: 32,
+spill_rel: 1.5}}  and
+models[].routing: kv_aware
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from deepfleet.routing.scorers import (
     load_score,
     prefill_score,
     prefix_score,
+    spread_score,
 )
 
 
@@ -46,7 +54,9 @@ class KvAwareWeights:
     prefill_weight: float = 1.0
     load_weight: float = 1.0
     kv_weight: float = 0.5
-    spill_abs: int = 16
+    spread_weight: float = 1.0
+    spill_queued: int = 4
+    spill_abs: int = 32
     spill_rel: float = 1.5
 
     @classmethod
@@ -61,7 +71,13 @@ class KvAwareWeights:
             k: int(v) if known[k] == "int" else float(v) for k, v in (params or {}).items()
         }
         out = cls(**values)
-        weights = (out.prefix_weight, out.prefill_weight, out.load_weight, out.kv_weight)
+        weights = (
+            out.prefix_weight,
+            out.prefill_weight,
+            out.load_weight,
+            out.kv_weight,
+            out.spread_weight,
+        )
         if min(weights) < 0 or out.spill_rel < 1:
             raise ValueError("kv_aware: weights must be >= 0 and spill_rel >= 1")
         return out
@@ -82,21 +98,31 @@ class KvAware:
         n = len(endpoints)
         # Rotate first so exact ties (an idle fleet, no prefix anywhere) spread evenly.
         ring = [endpoints[(self._turn + i) % n] for i in range(n)]
+        prefix = prefix_score(request, ring)
+        novelty = w.spread_weight * (1.0 - max(prefix))
         parts = zip(
-            prefix_score(request, ring),
+            prefix,
             prefill_score(request, ring),
             load_score(ring),
             kv_free_score(ring),
+            spread_score(ring),
             strict=True,
         )
         scores = [
-            w.prefix_weight * p + w.prefill_weight * f + w.load_weight * q + w.kv_weight * k
-            for p, f, q, k in parts
+            w.prefix_weight * p
+            + w.prefill_weight * f
+            + w.load_weight * q
+            + w.kv_weight * k
+            + novelty * c
+            for p, f, q, k, c in parts
         ]
         ranked = [ring[i] for i in sorted(range(n), key=lambda i: -scores[i])]
         best = ranked[0]
         least = min(e.load for e in ring)
-        if best.load - least >= w.spill_abs and best.load >= w.spill_rel * least:
+        excess = best.load - least
+        if best.load >= w.spill_rel * least and (
+            excess >= w.spill_abs or (best.waiting > 0 and excess >= w.spill_queued)
+        ):
             return Decision(by_load(ring), "spill")
         return Decision(ranked, "prefix" if best.matched_blocks > 0 else "load")
 

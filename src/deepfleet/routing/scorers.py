@@ -35,6 +35,15 @@ def load_score(endpoints: Sequence[Endpoint]) -> list[float]:
     return [1.0 - e.load / busiest for e in endpoints]
 
 
+def spread_score(endpoints: Sequence[Endpoint]) -> list[float]:
+    """1 for the replica caching the least, 0 for the one caching the most: new prefixes go
+    where they evict the least (SGLang's cache-aware router picks the smallest tree)."""
+    most = max((e.cached_blocks for e in endpoints), default=0)
+    if most == 0:
+        return [1.0] * len(endpoints)
+    return [1.0 - e.cached_blocks / most for e in endpoints]
+
+
 def kv_free_score(endpoints: Sequence[Endpoint]) -> list[float]:
     """Free share of each replica's KV cache."""
     return [1.0 - min(max(e.kv_usage, 0.0), 1.0) for e in endpoints]
