@@ -1,0 +1,3 @@
+from proto.server import main
+
+main()

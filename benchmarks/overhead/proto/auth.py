@@ -1,0 +1,72 @@
+"""Who is calling: the bearer key checked against the key store on every /v1 request.
+
+The store is re-read only when SQLite says another connection changed it (PRAGMA
+data_version), so a key revoked from the CLI is refused by every worker at its next request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proto.keys import ApiKey, KeyStore, hash_secret
+
+
+@dataclass(frozen=True)
+class Principal:
+    key: ApiKey | None  # None: no keys exist, the gateway is open (and loopback-only)
+
+    @property
+    def name(self) -> str:
+        return self.key.name if self.key else "anonymous"
+
+
+@dataclass(frozen=True)
+class AuthError:
+    status: int
+    message: str
+    code: str
+
+
+class Authenticator:
+    def __init__(self, store: KeyStore, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self._version = -1
+        self._keys: dict[str, ApiKey] = {}
+
+    def _refresh(self) -> None:
+        version = self._store.data_version()
+        if version != self._version:
+            self._keys = self._store.by_hash()
+            self._version = version
+
+    @property
+    def required(self) -> bool:
+        self._refresh()
+        return bool(self._keys)
+
+    def authenticate(self, authorization: str | None) -> Principal | AuthError:
+        self._refresh()
+        if not self._keys:
+            return Principal(None)
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return AuthError(
+                401, "missing API key: send `Authorization: Bearer <key>`", "missing_api_key"
+            )
+        key = self._keys.get(hash_secret(authorization[7:].strip()))
+        if key is None:
+            return AuthError(401, "invalid API key", "invalid_api_key")
+        problem = key.usable(self._clock())
+        if problem:
+            return AuthError(401, problem, "invalid_api_key")
+        return Principal(key)
+
+    def admin(self, authorization: str | None) -> Principal | AuthError:
+        who = self.authenticate(authorization)
+        if isinstance(who, AuthError):
+            return who
+        if who.key is None or not who.key.admin:
+            return AuthError(403, "this route needs an admin key", "admin_required")
+        return who

@@ -1,0 +1,123 @@
+"""The gateway's view of the fleet: ready replicas per model from the controller's state file,
+minus the ones this worker ejected.
+
+Passive ejection: each failure before the first byte ejects a replica for a backoff that
+doubles with consecutive failures; when it expires one request is let through (half-open);
+its success clears the record, its failure ejects again for longer. A restart of the replica
+(seen in the state file) clears the record too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepfleet.fleet.state import FleetState, ReplicaState, read_state
+from deepfleet.routing.base import Endpoint
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    routing: str
+    max_model_len: int | None = None
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+
+@dataclass
+class Ejection:
+    failures: int
+    until: float
+    restarts: int
+    probing: bool = False
+
+
+class EndpointTable:
+    def __init__(
+        self,
+        state_path: Path,
+        *,
+        eject_base_s: float = 1.0,
+        eject_max_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._path = state_path
+        self._mtime_ns = -1
+        self._base = eject_base_s
+        self._max = eject_max_s
+        self._clock = clock
+        self._ejected: dict[str, Ejection] = {}
+        self._restarts: dict[str, int] = {}
+        self.models: dict[str, ModelEntry] = {}
+        self.in_flight: defaultdict[str, int] = defaultdict(int)
+
+    @property
+    def path(self) -> Path:
+        """The fleet state file this table follows."""
+        return self._path
+
+    def refresh(self) -> bool:
+        """Reload when the file changed; True if it did. Cheap enough to call every 200 ms."""
+        try:
+            mtime = os.stat(self._path).st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if mtime == self._mtime_ns:
+            return False
+        state = read_state(self._path)
+        if state is None:
+            return False
+        self._mtime_ns = mtime
+        self.load(state)
+        return True
+
+    def load(self, state: FleetState) -> None:
+        models = {m.name: ModelEntry(m.name, m.routing, m.max_model_len) for m in state.models}
+        for r in state.replicas:
+            self._restarts[r.replica_id] = r.restarts
+            ej = self._ejected.get(r.replica_id)
+            if ej is not None and ej.restarts != r.restarts:
+                del self._ejected[r.replica_id]
+            if r.state is ReplicaState.READY and r.model in models:
+                models[r.model].endpoints.append(Endpoint(r.replica_id, r.model, r.url))
+        self.models = models
+
+    def ready(self, model: str) -> list[Endpoint]:
+        """Routable endpoints now; an ejected one whose time is up is offered once (half-open)."""
+        entry = self.models.get(model)
+        if entry is None:
+            return []
+        now = self._clock()
+        out = []
+        for e in entry.endpoints:
+            ej = self._ejected.get(e.replica_id)
+            if ej is not None:
+                if ej.until > now or ej.probing:
+                    continue
+                ej.probing = True
+            out.append(Endpoint(e.replica_id, e.model, e.url, self.in_flight[e.replica_id]))
+        return out
+
+    def eject(self, replica_id: str) -> float:
+        """Record a failure before the first byte; returns the ejection time in seconds."""
+        prev = self._ejected.get(replica_id)
+        failures = prev.failures + 1 if prev else 1
+        span = min(self._base * 2.0 ** (failures - 1), self._max)
+        self._ejected[replica_id] = Ejection(
+            failures, self._clock() + span, self._restarts.get(replica_id, 0)
+        )
+        return span
+
+    def succeeded(self, replica_id: str) -> None:
+        if replica_id in self._ejected:
+            del self._ejected[replica_id]
+
+    def release_probe(self, replica_id: str) -> None:
+        """A half-open probe that was offered but not used may be offered again."""
+        ej = self._ejected.get(replica_id)
+        if ej is not None:
+            ej.probing = False

@@ -1,0 +1,181 @@
+"""API keys in SQLite (WAL): hashed at rest, the secret shown once.
+
+A secret looks like `dfk_<id>_<random>`; only its SHA-256 is stored. Keys have high entropy,
+so a fast hash is the right tool (the same choice as GitHub and Stripe tokens): a slow
+password hash would cost milliseconds per request for no gain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    rpm INTEGER,
+    tpm INTEGER,
+    max_concurrent INTEGER,
+    reasoning_cap INTEGER,
+    models TEXT NOT NULL DEFAULT '[]',
+    admin INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    reasoning_cap: int | None = None
+    models: tuple[str, ...] = ()  # empty: every model
+    admin: bool = False
+
+    def usable(self, now: float) -> str | None:
+        """None when the key may be used now, else why not."""
+        if self.revoked_at is not None:
+            return "this API key was revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "this API key has expired"
+        return None
+
+    def allows(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+class KeyStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = connect(path)
+        self._db.executescript(SCHEMA)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def create(
+        self,
+        name: str,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_concurrent: int | None = None,
+        reasoning_cap: int | None = None,
+        models: tuple[str, ...] = (),
+        expires_at: float | None = None,
+        admin: bool = False,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret; the secret is not stored and cannot be shown again."""
+        key_id = secrets.token_hex(4)
+        secret = f"dfk_{key_id}_{secrets.token_urlsafe(32)}"
+        key = ApiKey(
+            key_id,
+            name,
+            time.time(),
+            expires_at,
+            None,
+            rpm,
+            tpm,
+            max_concurrent,
+            reasoning_cap,
+            models,
+            admin,
+        )
+        self._db.execute(
+            "INSERT INTO api_keys (id, name, hash, created_at, expires_at, rpm, tpm, "
+            "max_concurrent, reasoning_cap, models, admin) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                key.id,
+                name,
+                hash_secret(secret),
+                key.created_at,
+                expires_at,
+                rpm,
+                tpm,
+                max_concurrent,
+                reasoning_cap,
+                json.dumps(list(models)),
+                int(admin),
+            ),
+        )
+        return key, secret
+
+    def all(self) -> list[ApiKey]:
+        rows = self._db.execute(
+            "SELECT id, name, created_at, expires_at, revoked_at, rpm, tpm, max_concurrent, "
+            "reasoning_cap, models, admin, hash FROM api_keys ORDER BY created_at"
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def by_hash(self) -> dict[str, ApiKey]:
+        rows = self._db.execute(
+            "SELECT id, name, created_at, expires_at, revoked_at, rpm, tpm, max_concurrent, "
+            "reasoning_cap, models, admin, hash FROM api_keys"
+        ).fetchall()
+        return {r[11]: _row(r) for r in rows}
+
+    def revoke(self, id_or_name: str) -> list[ApiKey]:
+        """Revoke by id, or every live key of that name; returns what was revoked."""
+        now = time.time()
+        targets = [k for k in self.all() if k.revoked_at is None and id_or_name in (k.id, k.name)]
+        for k in targets:
+            self._db.execute("UPDATE api_keys SET revoked_at=? WHERE id=?", (now, k.id))
+        return targets
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap 'reload?' check."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _row(r: tuple[Any, ...]) -> ApiKey:
+    models = tuple(json.loads(str(r[9])))
+    return ApiKey(
+        str(r[0]),
+        str(r[1]),
+        float(r[2]),
+        _opt_float(r[3]),
+        _opt_float(r[4]),
+        _opt_int(r[5]),
+        _opt_int(r[6]),
+        _opt_int(r[7]),
+        _opt_int(r[8]),
+        models,
+        bool(r[10]),
+    )
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)

@@ -1,0 +1,125 @@
+"""Gateway metrics (prefix `deepfleet_`), kept off the per-chunk path: one observation at the
+first chunk and a few at the end of each request.
+
+With several gateway workers, prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
+set by the server before the workers start) merges every worker's values into one /metrics.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5)
+TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "deepfleet_requests",
+            "Requests finished, by model, HTTP status and API key name",
+            ["model", "status", "key"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "deepfleet_time_to_first_token_seconds",
+            "Gateway receive to first byte relayed",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "deepfleet_inter_token_latency_seconds",
+            "Mean gap between streamed events, one sample per request",
+            ["model"],
+            buckets=ITL_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "deepfleet_request_duration_seconds",
+            "Gateway receive to last byte relayed",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "deepfleet_prompt_tokens", "Prompt tokens (engine usage)", ["model"], registry=r
+        )
+        self.output_tokens = Counter(
+            "deepfleet_output_tokens",
+            "Output tokens (engine usage, else one per streamed delta)",
+            ["model"],
+            registry=r,
+        )
+        self.reasoning_tokens = Histogram(
+            "deepfleet_reasoning_tokens",
+            "Thinking tokens per request",
+            ["model"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.answer_tokens = Histogram(
+            "deepfleet_answer_tokens",
+            "Answer tokens per request",
+            ["model"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.reasoning_capped = Counter(
+            "deepfleet_reasoning_capped",
+            "Streams ended by the reasoning cap",
+            ["model"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "deepfleet_upstream_retries",
+            "Requests retried on another replica before the first byte",
+            ["model"],
+            registry=r,
+        )
+        self.ejections = Counter(
+            "deepfleet_replica_ejections",
+            "Replicas ejected after a failure before the first byte",
+            ["replica"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "deepfleet_rejected",
+            "Requests refused before routing, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "deepfleet_admission_queue_depth",
+            "Requests waiting for an upstream slot",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.in_flight = Gauge(
+            "deepfleet_in_flight_requests",
+            "Requests in flight per replica",
+            ["replica"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ready_replicas = Gauge(
+            "deepfleet_ready_replicas",
+            "Ready replicas per model",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+
+    def exposition(self) -> bytes:
+        if self.multiprocess:
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
+        return generate_latest(self.registry)
