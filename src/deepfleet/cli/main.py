@@ -8,6 +8,7 @@ from deepfleet.cli import (
     bench_cmd,
     chat_cmd,
     config_cmds,
+    doctor_cmd,
     fleet_cmds,
     keys_cmd,
     models_cmds,
@@ -39,6 +40,7 @@ for _module in (
     top_cmd,
     render_cmd,
     node_cmd,
+    doctor_cmd,
 ):
     _module.register(app)
 

@@ -174,6 +174,11 @@ def size_fleet(
             out.append(size_model(cfg, i, host_memory_bytes=share, cpu_kv_space_gib=kv))
         except InfeasibleConfig as exc:
             problems += exc.lines
+            if cfg.models[i].engine == "vllm-cpu" and cpu_replicas > 1 and host_memory_bytes:
+                problems.append(
+                    f"  - fewer CPU replicas: {cpu_replicas} share the "
+                    f"{host_memory_bytes / GIB:.1f} GiB free on a host"
+                )
     if problems:
         raise InfeasibleConfig(problems)
     return out

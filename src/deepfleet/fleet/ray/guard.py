@@ -6,10 +6,15 @@ WATCH_PID (the Ray worker that hosts the supervisor actor) is gone, because Ray 
 actor, its raylet died or the node is going down, the guard SIGKILLs the whole group, so no
 engine outlives the actor that owns its placement. SIGTERM and SIGINT reach the engine
 through the group; the guard only waits for it and exits the way it exited.
+
+Ray kills a dead worker's child processes, which is the guard itself. So a forked watcher in
+the group asks the kernel (PR_SET_PDEATHSIG) to be told when the guard dies, however it dies,
+and then SIGKILLs the group: the engine and every process it started.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -17,6 +22,8 @@ import sys
 import time
 
 POLL_S = 0.5
+PR_SET_PDEATHSIG = 1
+WATCHER_SIGNAL = signal.SIGUSR2
 
 
 def alive(pid: int) -> bool:
@@ -29,11 +36,27 @@ def alive(pid: int) -> bool:
     return True
 
 
+def watch_guard(guard: int) -> None:
+    """In a forked child: wait for the guard's death, then kill the whole group."""
+    group = os.getpgid(0)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # only the group's final SIGKILL ends the watcher
+    signal.signal(WATCHER_SIGNAL, lambda *_: os.killpg(group, signal.SIGKILL))
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, WATCHER_SIGNAL, 0, 0, 0)
+    if os.getppid() != guard:  # the guard died before the kernel was asked
+        os.killpg(group, signal.SIGKILL)
+    while True:
+        signal.pause()
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
         print("usage: python -m deepfleet.fleet.ray.guard WATCH_PID -- ARGV...", file=sys.stderr)
         return 2
     watch = int(argv[0])
+    guard = os.getpid()
+    if os.fork() == 0:
+        watch_guard(guard)
     child = subprocess.Popen(argv[2:])
     # The group gets the signal; the guard stays to reap the engine and report its exit.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

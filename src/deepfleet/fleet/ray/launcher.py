@@ -18,7 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 from ray.util.placement_group import (
     placement_group,
@@ -27,34 +26,24 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from deepfleet.catalog.hardware import get_device
+import ray
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines import ReplicaPlan
 from deepfleet.fleet.ray.actor import EngineHost
 from deepfleet.fleet.ray.connect import NAMESPACE, connect
 from deepfleet.fleet.ray.nodes import node_table
 from deepfleet.fleet.ray.placement import (
-    DEVICE_KEYS,
     Placement,
-    PlacementError,
+    actor_options,
     nodes_in_order,
     placement_for,
     split_tp_groups,
 )
-from deepfleet.fleet.replicas import InfeasibleConfig, replica_plan, size_fleet
+from deepfleet.fleet.ray.plans import device_key, plan_cluster
 from deepfleet.fleet.state import NodeStatus, ReplicaState, ReplicaStatus
 from deepfleet.fleet.supervisor import SupervisorPolicy
 
 MIRRORED = ("state", "pid", "url", "node", "started_at", "ready_at", "last_exit", "load")
-
-
-def actor_options(placement: Placement) -> dict[str, Any]:
-    """Ray options for the supervisor actor: bundle 0's resources when it owns the bundle."""
-    res = dict(placement.actor_resources)
-    opts: dict[str, Any] = {"num_cpus": res.pop("CPU", 0), "num_gpus": res.pop("GPU", 0)}
-    if res:
-        opts["resources"] = res
-    return opts
 
 
 class RayLauncher:
@@ -70,7 +59,7 @@ class RayLauncher:
     ) -> None:
         self.address = connect(cfg, state_dir)
         self.prefix = "fleet-" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:8]
-        self.device_key = DEVICE_KEYS[get_device(cfg.cluster.device).vendor]
+        self.device_key = device_key(cfg)
         self.devices_per_node = cfg.cluster.devices_per_node
         self.poll_s = poll_s
         self.unavailable_grace_s = unavailable_grace_s
@@ -79,35 +68,11 @@ class RayLauncher:
         self._cpu_slots: dict[str, dict[int, str]] = {}
         self._placements: dict[str, Placement] = {}
 
-    def _alive(self) -> list[NodeStatus]:
-        return [n for n in self._nodes.values() if n.alive]
-
     def plans(self, cfg: FleetConfig, model_paths: dict[str, str]) -> list[ReplicaPlan]:
-        """Replica plans sized for the smallest alive node; host and port are chosen on the
-        node the replica lands on. Raises InfeasibleConfig (with every reason) when a model
-        does not fit or cannot be placed."""
-        alive = self._alive()
-        memory = min((n.memory_bytes for n in alive), default=0) or None
-        cpus = min((n.devices.get("CPU", 1) for n in alive), default=1)
-        per_replica = max(1, int(cpus // self.devices_per_node))
-        sizings = size_fleet(cfg, memory, self.devices_per_node)
-        plans: list[ReplicaPlan] = []
-        problems: list[str] = []
-        for model, sizing in zip(cfg.models, sizings, strict=True):
-            for i in range(sizing.replicas):
-                base = replica_plan(model, sizing, i, model_paths[model.name], "python3")
-                try:
-                    where = placement_for(base, self.device_key, self.devices_per_node, per_replica)
-                except PlacementError as exc:
-                    problems.append(str(exc))
-                    continue
-                backend = "ray" if where.spans_nodes else None
-                plan = replace(base, host="", port=0, distributed_executor_backend=backend)
-                self._placements[plan.replica_id] = where
-                plans.append(plan)
-        if problems:
-            raise InfeasibleConfig(problems)
-        return plans
+        """Replica plans for the cluster (raises InfeasibleConfig, see plan_cluster)."""
+        placed = plan_cluster(cfg, model_paths, list(self._nodes.values()))
+        self._placements = {plan.replica_id: where for plan, where in placed}
+        return [plan for plan, _ in placed]
 
     def runner(
         self,
@@ -193,6 +158,7 @@ class RayReplica:
             self._set(
                 ReplicaState.RESTARTING,
                 last_exit=reason,
+                detail=None,
                 pid=None,
                 load=None,
                 restarts=self._base_restarts,
@@ -271,6 +237,8 @@ class RayReplica:
                 break
             if running.done():
                 exc = running.exception()
+                if isinstance(exc, ActorDiedError | ActorUnavailableError):
+                    return f"node {node} lost: its supervisor actor is gone ({type(exc).__name__})"
                 return f"supervisor on {node} ended: {_short(exc)}" if exc else "supervisor ended"
             try:
                 st = await asyncio.wait_for(_await(actor.status.remote()), 5.0)

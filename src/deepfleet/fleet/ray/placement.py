@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from deepfleet.engines.base import ReplicaPlan
 
@@ -94,3 +95,12 @@ def split_tp_groups(bundle_nodes: Mapping[int, str], tp: int) -> list[int]:
 def nodes_in_order(bundle_nodes: Mapping[int, str]) -> list[str]:
     """The distinct nodes of a placement group, in bundle order (the first hosts the engine)."""
     return list(dict.fromkeys(bundle_nodes[i] for i in sorted(bundle_nodes)))
+
+
+def actor_options(placement: Placement) -> dict[str, Any]:
+    """Ray options for the supervisor actor: bundle 0's resources when it owns the bundle."""
+    res = dict(placement.actor_resources)
+    opts: dict[str, Any] = {"num_cpus": res.pop("CPU", 0), "num_gpus": res.pop("GPU", 0)}
+    if res:
+        opts["resources"] = res
+    return opts

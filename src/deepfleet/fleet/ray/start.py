@@ -6,7 +6,7 @@ What deepfleet sets that a bare `ray start` leaves to chance:
 - Ray's token authentication (RAY_AUTH_MODE=token) where the installed Ray has it;
 - GLOO/NCCL/TP (and HCCL) socket NICs, so collectives use the configured interface;
 - a bounded object store (the model weights never travel through it; /dev/shm stays free for
-  NCCL and vLLM);
+  NCCL and vLLM), and Ray's memory monitor off (it would kill supervisor actors);
 - optionally fixed ports from one base, for firewalls and for several nodes on one host.
 Ray still listens on every interface: the node IP picks what it advertises, not what it binds.
 """
@@ -159,7 +159,10 @@ def ray_start_command(o: NodeOptions) -> tuple[list[str], dict[str, str]]:
         argv += [f"--{name}={o.port_base + off}" for name, off in offsets.items()]
         low = o.port_base + WORKER_PORTS_OFFSET
         argv += [f"--min-worker-port={low}", f"--max-worker-port={low + WORKER_PORTS - 1}"]
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "VLLM_HOST_IP": o.node_ip}
+    # Ray's memory monitor kills a worker when the host runs low; for deepfleet that is a
+    # supervisor actor, which takes its engine with it. Leave real OOM to the kernel.
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "VLLM_HOST_IP": o.node_ip,
+           "RAY_memory_monitor_refresh_ms": "0"}  # fmt: skip
     if o.interface:
         env |= dict.fromkeys(NIC_VARS, o.interface)
     if o.cores:

@@ -1,0 +1,63 @@
+"""The guard ends its engine (and the engine's children) when the watched process dies, and
+otherwise exits the way the engine exited."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+GUARD = [sys.executable, "-m", "deepfleet.fleet.ray.guard"]
+ENGINE = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"  # noqa: E501
+
+
+def start(watch: int, code: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*GUARD, str(watch), "--", sys.executable, "-c", code],
+                            start_new_session=True)  # fmt: skip
+
+
+def test_engine_dies_with_the_watched_process() -> None:
+    watched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    guard = start(watched.pid, ENGINE)
+    time.sleep(1.5)
+    tree = psutil.Process(guard.pid).children(recursive=True)
+    assert len(tree) == 3  # the watcher, the engine and its own child
+    watched.kill()
+    watched.wait()
+    assert guard.wait(10) == -signal.SIGKILL
+    _, alive = psutil.wait_procs(tree, timeout=5)
+    assert alive == []
+
+
+def test_exit_code_and_signal_pass_through() -> None:
+    me = psutil.Process().pid
+    assert start(me, "raise SystemExit(3)").wait(10) == 3
+    killed = start(me, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert killed.wait(10) == -signal.SIGKILL
+
+
+def test_sigterm_to_the_group_lets_the_engine_finish() -> None:
+    me = psutil.Process().pid
+    code = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(30)"  # noqa: E501
+    guard = start(me, code)
+    time.sleep(1.0)
+    import os
+
+    os.killpg(guard.pid, signal.SIGTERM)
+    assert guard.wait(10) == 0
+
+
+def test_engine_dies_when_the_guard_itself_is_killed() -> None:
+    """Ray SIGKILLs a dead worker's children: that is the guard, not the engine below it."""
+    me = psutil.Process().pid
+    guard = start(me, ENGINE)
+    time.sleep(1.5)
+    tree = psutil.Process(guard.pid).children(recursive=True)
+    assert len(tree) == 3  # the watcher, the engine and the engine's child
+    guard.kill()
+    guard.wait()
+    _, alive = psutil.wait_procs(tree, timeout=5)
+    assert alive == []
