@@ -170,20 +170,22 @@ def test_unknown_event_types_are_skipped() -> None:
     assert [type(e).__name__ for e in decode(raw)[1]] == ["AllBlocksCleared"]
 
 
-def test_pending_blocks_count_until_confirmed_or_expired() -> None:
+def test_sent_blocks_count_as_held_until_the_memory_expires() -> None:
     index = KvIndex()
     index.assume("a", HASHES, until=10.0)
-    assert index.match(HASHES, now=1.0) == {"a": 4}
-    assert index.match(HASHES) == {}  # without `now`: confirmed blocks only
-    index.stored("a", [1, 2], None, PROMPT[:8], BS)  # the prefill ended: two confirmed
-    assert index.match(HASHES, now=11.0) == {"a": 2}  # the unconfirmed rest expired
-    assert index.backlog("a", now=11.0) == 0
+    assert index.match(HASHES, now=1.0) == {"a": 4}  # its prefill has not ended yet
+    assert index.match(HASHES) == {}  # without `now`: announced blocks only
+    index.stored("a", [1, 2], None, PROMPT[:8], BS)
+    index.removed("a", [1, 2])  # evicted, but the prefix was sent there: it stays its home
+    assert index.match(HASHES, now=5.0) == {"a": 4}
+    index.stored("a", [1, 2], None, PROMPT[:8], BS)
+    assert index.match(HASHES, now=11.0) == {"a": 2}  # memory gone, announced blocks remain
     index.assume("b", HASHES[:1], until=20.0)
     index.cleared("b")
     assert index.match(HASHES, now=12.0) == {"a": 2}
 
 
-def test_backlog_counts_assumed_blocks_not_yet_stored() -> None:
+def test_backlog_counts_sent_blocks_not_yet_stored() -> None:
     index = KvIndex()
     index.stored("a", [1], None, PROMPT[:4], BS)
     index.assume("a", HASHES, until=10.0)  # block 1 is already held: 3 to compute
@@ -191,4 +193,7 @@ def test_backlog_counts_assumed_blocks_not_yet_stored() -> None:
     assert index.backlog("a", now=1.0) == 3
     index.stored("a", [2, 3], 1, PROMPT[4:12], BS)
     assert index.backlog("a", now=1.0) == 1
-    assert index.backlog("a", now=10.5) == 0
+    index.removed("a", [2])
+    index.assume("a", HASHES, until=12.0)  # block 2 was evicted: computed again
+    assert index.backlog("a", now=1.0) == 2
+    assert index.backlog("a", now=12.5) == 0

@@ -66,8 +66,8 @@ class KvRoutingSpec(_Section):
     pending_ttl_s: float = Field(
         30.0,
         ge=0,
-        description="kv_aware: how long a replica counts as holding a prompt it was just sent, "
-        "before its KV events confirm it (its prefill may wait in a queue).",
+        description="kv_aware: how long a replica counts as holding a prompt it was sent, "
+        "announced or not (its prefill may queue; it may evict and recompute it).",
     )
     scrape_interval_s: float = Field(
         0.5, gt=0, description="How often each gateway worker reads every engine's /metrics."

@@ -9,10 +9,12 @@ computed it at once), so holdings are reference counted.
 Memory is bounded: past `max_entries` (replica, block) pairs, the least recently stored or
 matched block is forgotten on every replica. A forgotten block only costs a missed cache hit.
 
-Pending blocks: a replica that was just sent a prompt will hold its blocks once its prefill
-ends, but announces them only then (seconds, under load). Until then the router `assume`s
-them for a while, so requests sharing that prefix follow the first one instead of computing
-it again elsewhere; the BlockStored events confirm them, the time limit drops the rest.
+Sent blocks: a replica announces a prompt's blocks only when its prefill ends (seconds, under
+load), and may evict them later while that conversation or prefix is still in use. So the
+router remembers where it sent each prompt for a while (`assume`): those blocks count as held
+there until the memory expires, which keeps a prefix's requests together while its first
+prefill runs and after an eviction (the replica recomputes it once), as SGLang's router does
+with its approximate tree. Sent blocks not yet announced are the replica's prefill backlog.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class _Held:
 
 
 @dataclass(slots=True)
+class _Sent:
+    until: float
+    computing: bool  # sent and not announced yet: part of the replica's prefill backlog
+
+
+@dataclass(slots=True)
 class _Replica:
     held: dict[EngineHash, _Held] = field(default_factory=dict)  # engine hash -> our hash
     block_size: int | None = None
@@ -48,9 +56,9 @@ class KvIndex:
         self._replicas: dict[str, _Replica] = {}
         self._entries = 0
         self.orphans = 0  # stored blocks whose parent was unknown, so not indexed
-        self._pending: dict[int, dict[str, float]] = {}  # ours -> replica -> until
+        self._sent: dict[int, dict[str, _Sent]] = {}  # ours -> replica -> memory
         self._expiry: deque[tuple[float, int, str]] = deque()
-        self._backlog: dict[str, int] = {}  # replica -> pending blocks
+        self._backlog: dict[str, int] = {}  # replica -> sent blocks not announced yet
 
     # -- sizes -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -109,9 +117,10 @@ class KvIndex:
                 self._entries += 1
                 added += 1
             holders[replica] = engine_hash
-            pending = self._pending.get(our_hash)
-            if pending is not None and replica in pending:
-                self._unpend(our_hash, replica)
+            sent = self._sent.get(our_hash, {}).get(replica)
+            if sent is not None and sent.computing:
+                sent.computing = False
+                self._backlog[replica] -= 1
         self._bound()
         return added
 
@@ -133,8 +142,8 @@ class KvIndex:
 
     def cleared(self, replica: str) -> int:
         """AllBlocksCleared, an engine restart or a resync: forget all the replica holds."""
-        for block in [b for b, holders in self._pending.items() if replica in holders]:
-            self._unpend(block, replica)
+        for block in [b for b, sent in self._sent.items() if replica in sent]:
+            self._forget_sent(block, replica)
         r = self._replicas.pop(replica, None)
         if r is None:
             return 0
@@ -143,21 +152,23 @@ class KvIndex:
             gone += self._unlink(replica, held.ours)
         return gone
 
-    # -- pending -----------------------------------------------------------------------------
+    # -- sent -------------------------------------------------------------------------------
     def assume(self, replica: str, hashes: Sequence[int], until: float) -> None:
-        """`replica` will compute these blocks (those it does not hold yet): count them as
-        held until `until`, or until its events say so. Bounded like stored blocks."""
+        """The router sent a prompt with these blocks to `replica`: count them as held there
+        until `until`. Bounded like stored blocks."""
         for block in hashes:
             holders = self._blocks.get(block)
-            if holders is not None and replica in holders:
-                continue
-            pending = self._pending.setdefault(block, {})
-            if replica not in pending:
+            held = holders is not None and replica in holders
+            sent = self._sent.setdefault(block, {}).get(replica)
+            if sent is None:
+                self._sent[block][replica] = sent = _Sent(until, computing=False)
+            sent.until = until
+            if not held and not sent.computing:
+                sent.computing = True
                 self._backlog[replica] = self._backlog.get(replica, 0) + 1
-            pending[replica] = until
             self._expiry.append((until, block, replica))
         while len(self._expiry) > self.max_entries:
-            self._drop_pending(*self._expiry.popleft())
+            self._expire_one(*self._expiry.popleft())
 
     def backlog(self, replica: str, now: float) -> int:
         """Blocks the replica was sent and has not announced yet: its prefill work queued or
@@ -167,24 +178,24 @@ class KvIndex:
 
     def expire(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] <= now:
-            self._drop_pending(*self._expiry.popleft())
+            self._expire_one(*self._expiry.popleft())
 
-    def _drop_pending(self, until: float, block: int, replica: str) -> None:
-        holders = self._pending.get(block)
-        if holders is not None and holders.get(replica) == until:
-            self._unpend(block, replica)
+    def _expire_one(self, until: float, block: int, replica: str) -> None:
+        sent = self._sent.get(block, {}).get(replica)
+        if sent is not None and sent.until == until:  # not refreshed since
+            self._forget_sent(block, replica)
 
-    def _unpend(self, block: int, replica: str) -> None:
-        holders = self._pending[block]
-        del holders[replica]
-        if not holders:
-            del self._pending[block]
-        self._backlog[replica] -= 1
+    def _forget_sent(self, block: int, replica: str) -> None:
+        memory = self._sent[block]
+        if memory.pop(replica).computing:
+            self._backlog[replica] -= 1
+        if not memory:
+            del self._sent[block]
 
     # -- lookup ------------------------------------------------------------------------------
     def match(self, hashes: Sequence[int], now: float | None = None) -> dict[str, int]:
-        """Per replica, how many leading blocks of `hashes` it holds, or (given `now`) is
-        assumed to be computing; replicas with none are left out."""
+        """Per replica, how many leading blocks of `hashes` it holds, or (given `now`) was
+        recently sent; replicas with none are left out."""
         if now is not None:
             self.expire(now)
         depth: dict[str, int] = {}
@@ -192,8 +203,8 @@ class KvIndex:
         for index, block in enumerate(hashes):
             holders = self._blocks.get(block)
             found = set(holders) if holders else set()
-            if now is not None and block in self._pending:
-                found.update(self._pending[block])
+            if now is not None and block in self._sent:
+                found.update(self._sent[block])
             alive = found if alive is None else alive & found
             if not alive:
                 break
