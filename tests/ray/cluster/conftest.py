@@ -90,12 +90,32 @@ class Cluster:
             return False
 
 
+OWNER = "owner"
+
+
+def reap_stale_clusters() -> None:
+    """Stop clusters of earlier runs whose test process died before its teardown (killed by a
+    timeout, say): their processes carry the run's token path in their environment."""
+    for owner in Path(tempfile.gettempdir()).glob(f"dfr*/{OWNER}"):
+        pid, created = owner.read_text().split()
+        try:
+            if abs(psutil.Process(int(pid)).create_time() - float(created)) < 0.01:
+                continue  # that run is still going
+        except psutil.NoSuchProcess:
+            pass
+        Cluster(owner.parent, owner.parent / "token").stop_all()
+        shutil.rmtree(owner.parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     if not IN_NETNS:
         pytest.skip(NOT_IN_NETNS)
+    reap_stale_clusters()
     # Short: Ray's socket paths live under the temp dir and must stay under 108 bytes.
     root = Path(tempfile.mkdtemp(prefix="dfr", dir="/tmp"))
+    me = psutil.Process()
+    (root / OWNER).write_text(f"{me.pid} {me.create_time()}")
     c = Cluster(root, root / "token")
     try:
         c.start("head", "127.0.0.1", "0")
