@@ -79,6 +79,11 @@ class EventRelay:
                 if now - refreshed >= REFRESH_S:
                     refreshed = now
                     self._follow(context, poller, subs)
+                if not subs:
+                    # zmq's poll returns at once when it has no socket: wait for the next
+                    # look at the state file (or for stop) instead of spinning.
+                    self._stop.wait(REFRESH_S)
+                    continue
                 for sock, _ in poller.poll(POLL_MS):
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                     replica = next((r for r, (_, s) in subs.items() if s is sock), None)
