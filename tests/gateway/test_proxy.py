@@ -189,3 +189,16 @@ async def test_stream_that_dies_before_first_byte_is_retried(rig: Rig) -> None:
         text = "".join([ch.choices[0].text async for ch in stream if ch.choices])
         assert text.startswith("e1-")
     assert rig.engines[1].ctl.requests == 3
+
+
+async def test_silent_engines_time_out_into_a_503(rig: Rig) -> None:
+    assert rig.gateway.proxy.upstream is not None
+    rig.gateway.proxy.upstream.read_timeout = 0.3
+    for e in rig.engines:
+        e.ctl.mode = "hang"
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as info:
+        await client(rig).completions.create(model=MODEL, prompt="x", stream=True)
+    assert info.value.status_code == 503
+    assert "TimeoutError" in str(info.value)
+    assert time.monotonic() - started < 2.0

@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,6 +21,7 @@ from starlette.routing import Route
 
 from deepfleet.gateway import requests
 from deepfleet.gateway.admin import AdminRoutes
+from deepfleet.gateway.asgi import GatewayASGI, Incoming
 from deepfleet.gateway.auth import Authenticator, AuthError, Principal
 from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.errors import error_response
@@ -30,9 +30,13 @@ from deepfleet.gateway.limits import Admission, KeyConcurrency, TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.openapi import openapi_spec
 from deepfleet.gateway.proxy import Forward, Outcome, Proxy
+from deepfleet.gateway.relay import StreamRelay
+from deepfleet.gateway.upstream import UpstreamPool
 from deepfleet.kvcache.context import RELAY_ENV, RoutingContext
 from deepfleet.observability.sd import observability_routes, state_file_reader
 from deepfleet.routing import RoutingPolicy
+
+GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,8 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.settings.connect_timeout_s,
-            sock_read=self.settings.read_timeout_s,
-        )
-        self.proxy.session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False
+        self.proxy.upstream = UpstreamPool(
+            self.settings.connect_timeout_s, self.settings.read_timeout_s
         )
         self._on_refresh()
         await self.kv.start()
@@ -96,7 +94,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
             await self.kv.stop()
-            await self.proxy.session.close()
+            self.proxy.upstream.close()
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -108,13 +106,14 @@ class Gateway:
             for name, entry in self.table.models.items():
                 self.metrics.ready_replicas.labels(name).set(len(entry.endpoints))
 
-    def app(self) -> Starlette:
+    def app(self) -> GatewayASGI:
         routes = [
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
+            # GatewayASGI serves these before Starlette; listed for 405 on other methods.
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             *self.admin.routes(),
@@ -122,7 +121,8 @@ class Gateway:
             # metrics (/metrics/fleet).
             *observability_routes(state_file_reader(self.table.path), self.settings.metrics_token),
         ]
-        return Starlette(routes=routes, lifespan=self.lifespan)
+        rest = Starlette(routes=routes, lifespan=self.lifespan)
+        return GatewayASGI(self._route, GENERATION_PATHS, rest)
 
     # -- small endpoints -------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
@@ -160,11 +160,10 @@ class Gateway:
         ]
         return JSONResponse({"object": "list", "data": data})
 
-    async def chat_completions(self, request: Request) -> Response:
-        return await self._route(request, "/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response | StreamRelay:
+        return await self._route(Incoming(request.scope, request.receive), request.url.path)
 
-    async def completions(self, request: Request) -> Response:
-        return await self._route(request, "/v1/completions")
+    completions = chat_completions
 
     # -- generation routes -----------------------------------------------------------------
     def _reject(
@@ -181,18 +180,18 @@ class Gateway:
         headers = {"Retry-After": str(retry_after)} if retry_after else None
         return error_response(status, message, param=param, code=code, headers=headers)
 
-    async def _route(self, request: Request, path: str) -> Response:
+    async def _route(self, request: Incoming, path: str) -> Response | StreamRelay:
         started = time.perf_counter()
         limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
+        declared = request.content_length
         if declared and declared.isdigit() and int(declared) > limit:
             return self._reject(
                 "too_large", 413, f"request body is over {limit} bytes", code="request_too_large"
             )
-        who = self.auth.authenticate(request.headers.get("authorization"))
+        who = self.auth.authenticate(request.authorization)
         if isinstance(who, AuthError):
             return self._reject("auth", who.status, who.message, code=who.code)
-        body = await request.body()
+        body = await request.body(limit)
         if len(body) > limit:
             return self._reject(
                 "too_large", 413, f"request body is over {limit} bytes", code="request_too_large"
@@ -287,7 +286,7 @@ class Gateway:
 
     async def _forward(
         self, path: str, body: bytes, fields: requests.Fields, who: Principal, started: float
-    ) -> Response:
+    ) -> Response | StreamRelay:
         model = fields.model
         key = who.key
         key_id = key.id if key else ""

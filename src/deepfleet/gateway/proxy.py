@@ -1,39 +1,30 @@
-"""The streaming proxy: pick replicas in the policy's order, retry before the first byte,
-then relay the engine's bytes unchanged.
+"""The proxy: pick replicas in the policy's order, retry before the first byte, then answer.
 
 A replica that refuses, times out or answers 5xx before any byte reached the client is
-ejected and the next one is tried. Once bytes went out a failure ends the stream with an SSE
-error event and [DONE]. A client that goes away closes the upstream connection, which makes
-vLLM abort the request.
+ejected and the next one is tried. A streamed answer is handed to the relay (relay.py) once
+its first bytes came; a failure after that ends the stream with an SSE error event and
+[DONE]. A client that goes away closes the upstream connection, which makes vLLM abort the
+request.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
 from deepfleet.gateway.endpoints import EndpointTable
-from deepfleet.gateway.errors import error_response, sse_error
+from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.metrics import GatewayMetrics
-from deepfleet.gateway.stream import StreamCounts, capped_tail, usage_of, within_cap
+from deepfleet.gateway.relay import Outcome, StreamRelay
+from deepfleet.gateway.stream import usage_of
+from deepfleet.gateway.turns import Turns
+from deepfleet.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from deepfleet.routing import Endpoint, RouteRequest, RoutingPolicy
 
-UPSTREAM_HEADERS = {"Content-Type": "application/json"}
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a finished request reports back (for limits and metrics)."""
-
-    status: str
-    prompt_tokens: int | None
-    output_tokens: int
+__all__ = ["Forward", "Outcome", "Proxy"]
 
 
 @dataclass(frozen=True)
@@ -47,34 +38,12 @@ class Forward:
     started: float
 
 
-async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
-
-
-class RelayResponse(StreamingResponse):
-    """A StreamingResponse that always releases its upstream, also when the client left
-    before the first chunk (then the body generator never ran, so its `finally` cannot)."""
-
-    def __init__(
-        self, body: AsyncIterator[bytes], on_close: Callable[[], None], media_type: str
-    ) -> None:
-        super().__init__(body, status_code=200, media_type=media_type, headers=STREAM_HEADERS)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_close()
-
-
 class Proxy:
     def __init__(self, table: EndpointTable, metrics: GatewayMetrics) -> None:
         self.table = table
         self.metrics = metrics
-        self.session: aiohttp.ClientSession | None = None
+        self.upstream: UpstreamPool | None = None  # set for the app's lifespan
+        self.turns = Turns()
 
     async def forward(
         self,
@@ -83,8 +52,9 @@ class Proxy:
         policy: RoutingPolicy,
         endpoints: list[Endpoint],
         done: Callable[[Outcome], None],
-    ) -> Response:
-        assert self.session is not None, "proxy used outside the app's lifespan"
+    ) -> Response | StreamRelay:
+        pool = self.upstream
+        assert pool is not None, "proxy used outside the app's lifespan"
         order = policy.order(route, endpoints)
         last_error = "no replica answered"
         tried: set[str] = set()
@@ -94,10 +64,8 @@ class Proxy:
                 if attempt:
                     self.metrics.retries.labels(req.model).inc()
                 try:
-                    upstream = await self.session.post(
-                        ep.url + req.path, data=req.body, headers=UPSTREAM_HEADERS
-                    )
-                except (aiohttp.ClientError, TimeoutError) as exc:
+                    upstream = await pool.post(ep.url, req.path, req.body)
+                except (UpstreamError, TimeoutError) as exc:
                     last_error = f"replica {ep.replica_id}: {type(exc).__name__}"
                     self._eject(ep.replica_id)
                     continue
@@ -111,8 +79,8 @@ class Proxy:
                     # Wait for the first event (the engine's prefill) before answering the
                     # client: an engine that dies now costs a retry, not a broken stream.
                     try:
-                        first = await upstream.content.readany()
-                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        first = await upstream.read()
+                    except (UpstreamError, TimeoutError) as exc:
                         last_error = f"replica {ep.replica_id}: {type(exc).__name__}"
                     else:
                         last_error = f"replica {ep.replica_id}: closed before the first byte"
@@ -140,12 +108,12 @@ class Proxy:
 
     async def _respond(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         req: Forward,
         replica: str,
         done: Callable[[Outcome], None],
         first: bytes,
-    ) -> Response:
+    ) -> Response | StreamRelay:
         m = self.metrics
         self.table.in_flight[replica] += 1
         m.in_flight.labels(replica).inc()
@@ -162,11 +130,10 @@ class Proxy:
             m.e2e.labels(req.model).observe(time.perf_counter() - req.started)
             done(outcome)
 
-        content_type = upstream.headers.get("Content-Type", "application/json")
         if not (req.stream and upstream.status == 200):
             try:
-                data = await upstream.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                data = await upstream.read_all()
+            except (UpstreamError, TimeoutError) as exc:
                 upstream.close()
                 finish(Outcome("502", None, 0))
                 return error_response(
@@ -174,7 +141,6 @@ class Proxy:
                     f"replica {replica} failed while answering: {type(exc).__name__}",
                     code="upstream_error",
                 )
-            upstream.release()
             m.ttft.labels(req.model).observe(time.perf_counter() - req.started)
             prompt, completion, share = (
                 usage_of(data) if upstream.status == 200 else (None, None, 0.0)
@@ -183,54 +149,17 @@ class Proxy:
                 m.reasoning_tokens.labels(req.model).observe(round(completion * share))
                 m.answer_tokens.labels(req.model).observe(completion - round(completion * share))
             finish(Outcome(str(upstream.status), prompt, completion or 0))
+            content_type = upstream.header(b"content-type", "application/json")
             return Response(data, status_code=upstream.status, media_type=content_type)
 
-        def on_close() -> None:
-            upstream.close()
-            finish(Outcome("499", None, 0))
-
-        return RelayResponse(
-            self._relay(upstream, req, replica, finish, first), on_close, media_type=content_type
+        return StreamRelay(
+            upstream,
+            first,
+            model=req.model,
+            replica=replica,
+            started=req.started,
+            reasoning_cap=req.reasoning_cap,
+            metrics=m,
+            finish=finish,
+            turns=self.turns,
         )
-
-    async def _relay(
-        self,
-        upstream: aiohttp.ClientResponse,
-        req: Forward,
-        replica: str,
-        finish: Callable[[Outcome], None],
-        first: bytes,
-    ) -> AsyncIterator[bytes]:
-        m = self.metrics
-        counts = StreamCounts()
-        status = "200"
-        cap = req.reasoning_cap
-        counts.first_at = time.perf_counter()
-        m.ttft.labels(req.model).observe(counts.first_at - req.started)
-        try:
-            async for chunk in _chain(first, upstream.content.iter_any()):
-                counts.last_at = time.perf_counter()
-                before = counts.reasoning
-                counts.add(chunk)
-                if cap is not None and counts.reasoning > cap:
-                    m.reasoning_capped.labels(req.model).inc()
-                    counts.reasoning = cap
-                    yield within_cap(chunk, cap - before) + capped_tail(req.model)
-                    return
-                yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            status = "502"
-            yield sse_error(f"replica {replica} failed mid-stream: {type(exc).__name__}")
-        except BaseException:
-            status = "499"  # the client went away; closing the upstream aborts the request
-            raise
-        finally:
-            upstream.close()
-            if counts.first_at is not None and counts.last_at is not None and counts.events > 2:
-                m.itl.labels(req.model).observe(
-                    (counts.last_at - counts.first_at) / (counts.events - 2)
-                )
-            if counts.reasoning or counts.content:
-                m.reasoning_tokens.labels(req.model).observe(counts.reasoning)
-                m.answer_tokens.labels(req.model).observe(counts.content)
-            finish(Outcome(status, counts.prompt_tokens, counts.output_tokens))

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import uvicorn
-from starlette.applications import Starlette
 
 from deepfleet.config.schema import GatewaySpec
 from deepfleet.gateway.app import Gateway, GatewaySettings
+from deepfleet.gateway.asgi import GatewayASGI
 from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.limits import TokenBuckets
@@ -44,7 +44,7 @@ def load_spec(path: Path | None, state_file: Path) -> GatewaySpec:
     return spec
 
 
-def create_app() -> Starlette:
+def create_app() -> GatewayASGI:
     """uvicorn factory: each worker process builds its own gateway (routing state, ejections,
     admission queue are per worker; keys and rate limits are shared through SQLite)."""
     state_file = Path(os.environ[STATE_ENV])

@@ -1,8 +1,10 @@
-"""What the relay learns from an SSE stream without parsing it: bytes counts per chunk.
+"""What the relay learns from an SSE stream without parsing it: bytes counts per read.
 
-`bytes.count` runs in C over each chunk, so counting is far cheaper than the socket write it
-rides along with. An event split across two reads can be missed; the counts are for metrics
-and limits, and are approximate by that much.
+`bytes.count` and `in` run in C over each read, so counting costs a few scans of bytes that
+are in the CPU cache anyway; only a read holding a usage event is parsed (once per stream).
+Patterns that most streams never contain (reasoning, usage) are guarded by one `in` test. An
+event split across two reads can be missed; the counts are for metrics and limits, and are
+approximate by that much.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ class StreamCounts:
 
     def add(self, chunk: bytes) -> None:
         self.events += chunk.count(EVENT)
-        self.reasoning += reasoning_in(chunk)
-        self.content += sum(chunk.count(p) for p in CONTENT)
-        if any(p in chunk for p in USAGE):
+        if b'"reasoning' in chunk:
+            self.reasoning += reasoning_in(chunk)
+        self.content += chunk.count(CONTENT[0]) + chunk.count(CONTENT[1])
+        if b'"usage"' in chunk and (USAGE[0] in chunk or USAGE[1] in chunk):
             self._usage(chunk)
 
     def _usage(self, chunk: bytes) -> None:

@@ -1,0 +1,134 @@
+"""Relay one engine stream to the client: the engine's bytes go out as they came, counted on
+the way (stream.py), with an optional cap on reasoning, taking turns under load (turns.py).
+
+The relay is an ASGI response that writes with the server's own `send` in one loop. It skips
+StreamingResponse, the async generator and the task group per stream, because each of those
+costs Python frames on every socket read, and under load the relay is bound by Python work
+per read. A small task waits on `receive()` for the client's disconnect and cancels the
+relay. The relay's `finally` then closes the engine connection, and vLLM aborts the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import Receive, Scope, Send
+
+from deepfleet.gateway.errors import sse_error
+from deepfleet.gateway.metrics import GatewayMetrics
+from deepfleet.gateway.stream import StreamCounts, capped_tail, within_cap
+from deepfleet.gateway.turns import Turns
+from deepfleet.gateway.upstream import UpstreamError, UpstreamResponse
+
+STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+END = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finished request reports back (for limits and metrics)."""
+
+    status: str
+    prompt_tokens: int | None
+    output_tokens: int
+
+
+class StreamRelay:
+    """The ASGI response of a streamed answer whose first bytes (`first`) already came."""
+
+    def __init__(
+        self,
+        upstream: UpstreamResponse,
+        first: bytes,
+        *,
+        model: str,
+        replica: str,
+        started: float,
+        reasoning_cap: int | None,
+        metrics: GatewayMetrics,
+        finish: Callable[[Outcome], None],
+        turns: Turns,
+    ) -> None:
+        self.turns = turns
+        self.upstream = upstream
+        self.first = first
+        self.model = model
+        self.replica = replica
+        self.started = started
+        self.cap = reasoning_cap
+        self.metrics = metrics
+        self.finish = finish
+        self.counts = StreamCounts()
+        self.client_gone = False
+        self.status = "499"  # until the end is sent: the client went away
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.ensure_future(self._watch(receive, task))
+        try:
+            content_type = self.upstream.headers.get(b"content-type", b"text/event-stream")
+            headers = [(b"content-type", content_type), *STREAM_HEADERS]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            self.turns.active += 1
+            try:
+                await self._pump(send)
+            finally:
+                self.turns.active -= 1
+        except asyncio.CancelledError:
+            if not self.client_gone:
+                raise
+            task.uncancel()  # our own cancel: a normal end for the server
+        finally:
+            watcher.cancel()
+            self.upstream.close()  # before the answer's end: vLLM aborts the request
+            self._report()
+
+    async def _pump(self, send: Send) -> None:
+        counts, cap, model, turns = self.counts, self.cap, self.model, self.turns
+        counts.first_at = time.perf_counter()
+        self.metrics.ttft.labels(model).observe(counts.first_at - self.started)
+        read = self.upstream.read
+        chunk = self.first
+        try:
+            while chunk:
+                counts.last_at = time.perf_counter()
+                before = counts.reasoning
+                counts.add(chunk)
+                if cap is not None and counts.reasoning > cap:
+                    self.metrics.reasoning_capped.labels(model).inc()
+                    counts.reasoning = cap
+                    tail = within_cap(chunk, cap - before) + capped_tail(model)
+                    self.status = "200"
+                    await send({"type": "http.response.body", "body": tail, "more_body": False})
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                turn = turns.wait()
+                if turn is not None:
+                    await turn
+                chunk = await read()
+        except (UpstreamError, TimeoutError) as exc:
+            body = sse_error(f"replica {self.replica} failed mid-stream: {type(exc).__name__}")
+            self.status = "502"
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        self.status = "200"
+        await send(END)
+
+    async def _watch(self, receive: Receive, task: asyncio.Task[None]) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.client_gone = True
+        task.cancel()
+
+    def _report(self) -> None:
+        m, counts, model = self.metrics, self.counts, self.model
+        if counts.first_at is not None and counts.last_at is not None and counts.events > 2:
+            m.itl.labels(model).observe((counts.last_at - counts.first_at) / (counts.events - 2))
+        if counts.reasoning or counts.content:
+            m.reasoning_tokens.labels(model).observe(counts.reasoning)
+            m.answer_tokens.labels(model).observe(counts.content)
+        self.finish(Outcome(self.status, counts.prompt_tokens, counts.output_tokens))

@@ -1,0 +1,259 @@
+"""The engine client: keep-alive HTTP/1.1 over an asyncio Protocol, parsed by httptools (C).
+
+The relay is bound by Python work per socket read, so this client keeps that work small: one
+`data_received` feeds the C parser, whose `on_body` callbacks append to a list; `read()` hands
+the caller everything that arrived since its last call as one bytes object. There is one
+read-timeout timer per connection, re-armed only when it fires early, not one per read. Reading
+pauses above a high-water mark, so a slow client slows its engine, not our memory.
+
+Errors: `UpstreamError` for a refused, reset or malformed connection, `TimeoutError` for an
+engine that stays silent longer than the read timeout (or does not accept a connection in time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+import httptools
+
+HIGH_WATER = 1 << 18
+
+
+class UpstreamError(Exception):
+    """The engine refused, closed or garbled the connection."""
+
+
+class UpstreamConn(asyncio.Protocol):
+    """One connection, reused for one request after another (HTTP/1.1 keep-alive)."""
+
+    def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
+        self.pool = pool
+        self.key = key
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.timer: asyncio.TimerHandle | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.headers: dict[bytes, bytes] = {}
+        self.buf: list[bytes] = []
+        self.size = 0
+        self.complete = False
+        self.got_bytes = False
+        self.exc: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.head: asyncio.Future[None] = self.loop.create_future()
+        self.paused = False
+        self.active_at = time.monotonic()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        self.active_at = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"bad response from the engine: {exc}"))
+            self.abort()
+            return
+        if self.size > HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.complete:
+            self._fail(UpstreamError("the engine closed the connection"))
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        if not self.head.done():
+            self.head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self.buf.append(body)
+        self.size += len(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        if not self.parser.should_keep_alive():
+            self.closed = True  # not reusable: closed once the answer was read
+        self._wake()
+
+    # -- internals -------------------------------------------------------------------------
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.exc is None:
+            self.exc = exc
+        if not self.head.done():
+            self.head.set_exception(exc)
+            self.head.exception()  # retrieved: raised from request() if anyone waits
+        self._wake()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _on_timer(self) -> None:
+        if self.complete or self.closed:
+            return
+        left = self.active_at + self.pool.read_timeout - time.monotonic()
+        waiting = self.waiter is not None or not self.head.done()
+        if left > 0 or not waiting:
+            delay = left if left > 0 else self.pool.read_timeout
+            self.timer = self.loop.call_later(delay, self._on_timer)
+            return
+        self._fail(TimeoutError("the engine was silent for longer than the read timeout"))
+        self.abort()
+
+    async def request(self, host: str, path: str, body: bytes) -> UpstreamResponse:
+        assert self.transport is not None
+        self.transport.write(
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), host.encode(), len(body), body)
+        )
+        self.active_at = time.monotonic()
+        self.timer = self.loop.call_later(self.pool.read_timeout, self._on_timer)
+        try:
+            await self.head
+        except BaseException:
+            self.abort()
+            raise
+        return UpstreamResponse(self)
+
+    async def read(self) -> bytes:
+        """What arrived since the last call (waiting for something); b"" at the end."""
+        while True:
+            if self.buf:
+                buf = self.buf
+                data = buf[0] if len(buf) == 1 else b"".join(buf)
+                self.buf = []
+                self.size = 0
+                if self.paused and self.transport is not None:
+                    self.paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.complete:
+                return b""
+            if self.exc is not None:
+                raise self.exc
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def recycle(self) -> None:
+        """Back to the pool when the answer was read whole, else closed."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.complete and not self.closed and not self.buf:
+            self._reset()
+            self.pool.idle.setdefault(self.key, []).append(self)
+        else:
+            self.abort()
+
+
+class UpstreamResponse:
+    """One answer. `close()` releases the connection once: back to the pool when the answer
+    was read to its end, else closed (which makes vLLM abort the request)."""
+
+    __slots__ = ("conn", "done", "headers", "status")
+
+    def __init__(self, conn: UpstreamConn) -> None:
+        self.conn = conn
+        self.done = False
+        self.status = conn.status
+        self.headers = conn.headers
+
+    def header(self, name: bytes, default: str) -> str:
+        value = self.headers.get(name)
+        return value.decode("latin-1") if value is not None else default
+
+    async def read(self) -> bytes:
+        """The next bytes of the body, b"" at its end."""
+        if self.done:
+            return b""
+        data = await self.conn.read()
+        if not data:
+            self.close()
+        return data
+
+    async def read_all(self) -> bytes:
+        parts = []
+        while chunk := await self.read():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if not self.done:
+            self.done = True
+            self.conn.recycle()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per engine address."""
+
+    def __init__(self, connect_timeout: float, read_timeout: float) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.idle: dict[tuple[str, int], list[UpstreamConn]] = {}
+        self._keys: dict[str, tuple[str, int]] = {}
+
+    def _key(self, url: str) -> tuple[str, int]:
+        key = self._keys.get(url)
+        if key is None:
+            u = urlsplit(url)
+            key = self._keys[url] = (u.hostname or "127.0.0.1", u.port or 80)
+        return key
+
+    async def post(self, url: str, path: str, body: bytes) -> UpstreamResponse:
+        """POST `body` (JSON) to `url + path`; returns once the status line and headers came."""
+        key = self._key(url)
+        host = f"{key[0]}:{key[1]}"
+        idle = self.idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            try:
+                return await conn.request(host, path, body)
+            except UpstreamError:
+                if conn.got_bytes:
+                    raise
+                # A kept-alive connection the engine closed meanwhile: try another one.
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: UpstreamConn(self, key), key[0], key[1]
+                )
+        except OSError as exc:
+            raise UpstreamError(f"cannot connect to {host}: {exc.strerror or exc}") from exc
+        return await conn.request(host, path, body)
+
+    def close(self) -> None:
+        for conns in self.idle.values():
+            for conn in conns:
+                conn.abort()
+        self.idle.clear()
