@@ -66,21 +66,8 @@ ALL_TARGETS = (
     "sglang-router",
     "vllm-router",
 )
-# Prototype gateway variants (a copy of src/deepfleet/gateway under proto/, switched by env).
-PROTO_TARGETS = {
-    "proto-base": {},
-    "proto-relay": {"DFGW_FAST_RELAY": "1"},
-    "proto-asgi": {"DFGW_RAW_ASGI": "1"},
-    "proto-upstream": {"DFGW_RAW_UPSTREAM": "1"},
-    "proto-all": {"DFGW_FAST_RELAY": "1", "DFGW_RAW_ASGI": "1", "DFGW_RAW_UPSTREAM": "1"},
-    "proto-splice": {
-        "DFGW_FAST_RELAY": "1",
-        "DFGW_RAW_ASGI": "1",
-        "DFGW_RAW_UPSTREAM": "1",
-        "DFGW_SPLICE": "1",
-    },
-}
 REFERENCE = "vllm-router"
+SIGSTOP = signal.SIGSTOP
 DEFAULT_JSON = ROOT / "benchmarks/results/overhead.json"
 
 
@@ -136,6 +123,9 @@ class Procs:
         return p
 
     def stop_all(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGCONT)
         for p in reversed(self.procs):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGTERM)
@@ -153,11 +143,13 @@ class Procs:
         self.procs.clear()
 
 
-def tree_cpu(pid: int) -> float:
-    """User + system seconds of a process and its live descendants."""
+def tree_cpu(pid: int, root_too: bool = True) -> float:
+    """User + system seconds of a process and its live descendants (without the process
+    itself when `root_too` is false)."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        children = root.children(recursive=True)
+        procs = [root, *children] if root_too else children
     except psutil.NoSuchProcess:
         return 0.0
     total = 0.0
@@ -229,6 +221,12 @@ class Target:
     url: str
     port: int
     proc: Proc | None  # None: direct (no router)
+    supervised: bool = False  # uvicorn --workers N>1: a supervisor process over the workers
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
 
 
 def write_fleet(dir: Path, backend_url: str) -> Path:
@@ -256,15 +254,13 @@ def write_fleet(dir: Path, backend_url: str) -> Path:
 def start_target(name: str, procs: Procs, tmp: Path, backend_url: str, log_level: str) -> Target:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    if name.startswith("deepfleet-w") or name in PROTO_TARGETS:
-        workers = int(name.removeprefix("deepfleet-w")) if name.startswith("deepfleet") else 1
+    if name.startswith("deepfleet-w"):
+        workers = int(name.removeprefix("deepfleet-w"))
         state = write_fleet(tmp / name, backend_url)
-        module = "deepfleet.gateway" if name.startswith("deepfleet") else "proto"
-        env = {"PYTHONPATH": str(HERE)} if module == "proto" else {}
-        env |= PROTO_TARGETS.get(name, {})
-        argv = [PY, "-m", module, "--state-file", str(state), "--host", "127.0.0.1"]
+        argv = [PY, "-m", "deepfleet.gateway", "--state-file", str(state), "--host", "127.0.0.1"]
         argv += ["--port", str(port), "--workers", str(workers)]
-        proc = procs.start(name, argv, env)
+        proc = procs.start(name, argv)
+        return Target(name, url, port, proc, supervised=workers > 1)
     elif name == "sglang-router":
         argv = [PY, "-m", "sglang_router.launch_router", "--host", "127.0.0.1"]
         argv += ["--port", str(port), "--prometheus-host", "127.0.0.1"]
@@ -301,7 +297,12 @@ async def one_run(
 
     def snap(which: str) -> None:
         snaps[which] = {
-            "router": tree_cpu(router_pid) if router_pid else 0.0,
+            # uvicorn's supervisor serves nothing: its CPU is kept apart (see supervisor_cpu_s)
+            "router": tree_cpu(router_pid, not target.supervised) if router_pid else 0.0,
+            "supervisor": psutil.Process(router_pid).cpu_times().user
+            + psutil.Process(router_pid).cpu_times().system
+            if router_pid and target.supervised
+            else 0.0,
             "backend": tree_cpu(backend_pid),
             "loadgen": self_cpu(),
             "machine": machine_busy(),
@@ -323,7 +324,7 @@ async def one_run(
         args.stagger,
     )
     cpu = {k: snaps["end"][k] - snaps["start"][k] for k in snaps["start"]}
-    own = cpu["router"] + cpu["backend"] + cpu["loadgen"]
+    own = cpu["router"] + cpu["supervisor"] + cpu["backend"] + cpu["loadgen"]
     return {
         "target": target.name,
         "concurrency": conc,
@@ -336,6 +337,7 @@ async def one_run(
         "drained": res.drained,
         "ttft_ms": [round(t * 1000, 4) for t in res.ttft_s],
         "router_cpu_s": cpu["router"],
+        "supervisor_cpu_s": cpu["supervisor"],
         "backend_cpu_s": cpu["backend"],
         "loadgen_cpu_s": cpu["loadgen"],
         "machine_busy_s": cpu["machine"],
@@ -471,6 +473,11 @@ def report_line(run: dict[str, Any]) -> str:
 
 def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
     targets: list[str] = args.targets.split(",")
+    for router in {"sglang-router", "vllm-router"} & set(targets):
+        try:
+            importlib.metadata.version(router)
+        except importlib.metadata.PackageNotFoundError:
+            sys.exit(f"{router} is not installed: pip install -e '.[bench]' (or drop the target)")
     concs = [int(c) for c in args.concurrency.split(",")]
     tmp = procs.logdir
     runs: list[dict[str, Any]] = []
@@ -508,6 +515,9 @@ def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
                             out.parent.mkdir(exist_ok=True)
                             secs = args.warmup + args.duration
                             profile = start_profile(procs, live[name], out, secs)
+                        if args.suspend_idle:  # idle targets stopped: no background CPU
+                            for other in live.values():
+                                other.signal(signal.SIGCONT if other.name == name else SIGSTOP)
                         waited, others = wait_quiet(args.quiet_wait, args.quiet_cores)
                         run = uvloop.run(one_run(live[name], backend.pid, conc, args))
                         run |= {"round": rnd, "attempt": attempt}
@@ -521,6 +531,8 @@ def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
                         if not noisy:
                             break
                         time.sleep(args.noisy_pause)
+        for t in live.values():
+            t.signal(signal.SIGCONT)
         backend_paths = http_get(backend_url + "/metrics")[1].decode()
         meta["backend_metrics"] = [
             line for line in backend_paths.splitlines() if line.startswith("backend_")
@@ -535,6 +547,10 @@ def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
     for i, r in enumerate(runs):
         r["counted"] = last[(r["target"], r["concurrency"], r["round"])] == i
     summary = summarize([r for r in runs if r["counted"]], targets, concs)
+    for r in runs:  # the raw samples made the file megabytes: keep their percentiles
+        ttft = r.pop("ttft_ms")
+        r["ttft_ms_samples"] = len(ttft)
+        r["ttft_ms_pcts"] = {f"p{p:g}": round(pct(ttft, p), 3) for p in (50, 90, 99, 100)}
     return {"meta": meta, "summary": summary, "runs": runs}
 
 
@@ -569,6 +585,12 @@ def main() -> None:
         help="before each run, wait up to this long for other processes to calm down",
     )
     p.add_argument("--quiet-cores", type=float, default=0.3, help="what counts as calm")
+    p.add_argument(
+        "--no-suspend-idle",
+        dest="suspend_idle",
+        action="store_false",
+        help="leave the targets not being measured running (default: SIGSTOP them)",
+    )
     p.add_argument("--noisy-pause", type=float, default=3.0, help="seconds before a repeat")
     p.add_argument(
         "--paced",

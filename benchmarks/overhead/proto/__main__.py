@@ -1,3 +1,0 @@
-from proto.server import main
-
-main()
