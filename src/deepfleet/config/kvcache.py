@@ -16,6 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Beside the fleet state file: the `routing` section as the controller wrote it for the gateway.
+KV_ROUTING_FILE = "kv_routing.json"
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

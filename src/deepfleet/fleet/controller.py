@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
 from deepfleet.config.schema import FleetConfig, ModelSpec
 from deepfleet.engines import ReplicaPlan
 from deepfleet.engines.base import LaunchSpec
@@ -30,7 +32,9 @@ from deepfleet.fleet.state import (
     write_state,
 )
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
+from deepfleet.kvcache.offload import offload_plans
 
+log = logging.getLogger(__name__)
 LOCK_FILE = "controller.lock"
 # vLLM's KV block size when not configured: 16 on GPUs, 128 on its CPU build.
 DEFAULT_BLOCK_SIZE = {"vllm": 16, "vllm-cpu": 128, "sglang": 1, "vllm-ascend": 128, "mindie": 128}
@@ -64,6 +68,16 @@ def write_gateway_settings(cfg: FleetConfig, state_dir: Path) -> Path:
     spec = cfg.gateway.model_copy(update={"keys_db": keys_db_path(cfg, state_dir)})
     path = state_dir / GATEWAY_SETTINGS
     path.write_text(spec.model_dump_json(indent=1))
+    return path
+
+
+def write_kv_routing(spec: KvRoutingSpec, state_dir: Path) -> Path:
+    """fleet.yaml's `kv_cache.routing` for the gateway's routing context, written atomically
+    (a worker that starts meanwhile reads the old file or the new one, never half of one)."""
+    path = state_dir / KV_ROUTING_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(spec.model_dump_json(indent=1))
+    os.replace(tmp, path)
     return path
 
 
@@ -128,6 +142,11 @@ class Controller:
     ) -> None:
         self.cfg = cfg
         self.state_path = state_dir / STATE_FILE
+        state_dir.mkdir(parents=True, exist_ok=True)
+        write_kv_routing(cfg.kv_cache.routing, state_dir)  # before the gateway starts
+        plans, self.notes = offload_plans(plans, cfg.kv_cache)
+        for note in self.notes:
+            log.warning("%s", note)
         logs = state_dir / "logs"
         gw_url = local_url(cfg.gateway.host, cfg.gateway.port)
         self.launcher: Launcher = launcher or LocalLauncher()

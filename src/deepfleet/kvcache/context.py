@@ -40,7 +40,7 @@ import msgspec
 import zmq.asyncio
 from prometheus_client import CollectorRegistry
 
-from deepfleet.config.kvcache import KvRoutingSpec
+from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
 from deepfleet.fleet.state import FleetState, ModelRoute, read_state
 from deepfleet.kvcache.events import EventStreams
 from deepfleet.kvcache.hashing import block_hashes, prefix_key
@@ -60,7 +60,7 @@ from deepfleet.routing import (
 )
 
 log = logging.getLogger(__name__)
-KV_ROUTING_FILE = "kv_routing.json"
+__all__ = ["KV_ROUTING_FILE", "RELAY_ENV", "RoutingContext", "load_spec"]
 RELAY_ENV = "DEEPFLEET_KV_RELAY"
 NEEDS_EVENTS = frozenset({"kv_aware"})
 DEFAULT_BLOCK_SIZE = 16

@@ -5,16 +5,18 @@
   tier, optionally a local disk tier and a remote tier that every replica shares (an LMCache
   server or Redis; `shared_store_launch` gives the command to start the fleet's own).
 Both need `kv_role: kv_both` (each replica stores and loads). vLLM's CPU build has no device
-memory to offload from, so other engines get no arguments.
+memory to offload from, so other engines get no arguments; `offload_plans` says so.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from deepfleet.config.kvcache import KvCacheSpec
+from deepfleet.engines.base import ReplicaPlan
 
 GPU_ENGINES = ("vllm",)
 
@@ -62,6 +64,42 @@ def offload_args(spec: KvCacheSpec, engine: str) -> EngineExtras:
     flags = ["--kv-transfer-config", json.dumps(config, separators=(",", ":"))]
     env = lmcache_env(spec) if spec.offload == "lmcache" else {}
     return EngineExtras(flags, env)
+
+
+def offload_plans(
+    plans: Sequence[ReplicaPlan], spec: KvCacheSpec
+) -> tuple[list[ReplicaPlan], list[str]]:
+    """Every plan with its engine's offload arguments, and a note per model that gets none.
+
+    The transfer config becomes an engine default (a model's `engine_args` may still set its
+    own `kv_transfer_config`); LMCache's variables join the model's `engine_env`, which wins.
+    """
+    config = kv_transfer_config(spec)
+    if config is None:
+        return list(plans), []
+    out: list[ReplicaPlan] = []
+    skipped: dict[str, str] = {}
+    for plan in plans:
+        model = plan.model
+        if model.engine not in GPU_ENGINES:
+            skipped[model.name] = model.engine
+            out.append(plan)
+            continue
+        env = lmcache_env(spec) if spec.offload == "lmcache" else {}
+        out.append(
+            replace(
+                plan,
+                model=model.model_copy(update={"engine_env": {**env, **model.engine_env}}),
+                engine_defaults={**plan.engine_defaults, "kv_transfer_config": config},
+            )
+        )
+    notes = [
+        f"kv_cache.offload: {spec.offload!r} needs vLLM on GPUs (engine: vllm); model {name!r} "
+        f"runs on {engine}, which has no device memory to offload from, so its replicas start "
+        "without KV offloading (set kv_cache.offload: none to silence this)"
+        for name, engine in skipped.items()
+    ]
+    return out, notes
 
 
 def shared_store_launch(spec: KvCacheSpec, python: str = sys.executable) -> list[str] | None:
