@@ -140,14 +140,10 @@ def write_gateway_state(
 
 def start_gateway(group: Processes, name: str, state_file: Path, port: int | None = None) -> str:
     port = port or free_port()
-    env = {}
-    if os.environ.get("KV_GATEWAY_PYTHONPATH"):  # a wired gateway copy, before it is merged
-        env["PYTHONPATH"] = os.environ["KV_GATEWAY_PYTHONPATH"]
     group.start(
         name,
         [sys.executable, "-m", "deepfleet.gateway", "--state-file", str(state_file),
          "--settings", str(state_file.parent / "gateway.json"), "--port", str(port)],
-        env,
     )  # fmt: skip
     return f"http://127.0.0.1:{port}"
 

@@ -5,9 +5,9 @@ engines (a second gateway reading the same fleet with `routing: round_robin`), i
 Workload: multi-turn chats, groups of users sharing a 1,000-token system prompt, each user with
 a private history, asking `rounds` questions one after another (answers are appended as fixed
 text, so both policies see the same prompts). Each policy runs the whole workload after every
-engine's prefix cache was emptied (vLLM's dev-mode /reset_prefix_cache), twice, in alternating
-order; hit rates come from vLLM's own counters (vllm:prefix_cache_hits/queries), TTFT from the
-client.
+engine's prefix cache was emptied (vLLM's dev-mode /reset_prefix_cache), `--repeats` times in
+alternating order; hit rates come from vLLM's own counters (vllm:prefix_cache_hits/queries),
+TTFT from the client.
 
 Each replica's KV cache (`--kv-blocks`, default 256 blocks of 128 tokens = 32,768 tokens) is
 smaller than the workload's working set (~50,000 tokens: 4 system prompts and 16 private
