@@ -6,6 +6,7 @@ Each takes the run's context (processes, budget, output folder) and writes its J
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import statistics
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 from benchmarks.gpu import planner_check, vllm_log
 from benchmarks.gpu.engines import (
     EngineSpec,
@@ -23,7 +25,7 @@ from benchmarks.gpu.engines import (
     write_fleet,
 )
 from benchmarks.gpu.load import LoadRunner, completion_spec, random_prompt
-from benchmarks.gpu.procs import Budget, Procs, Results, log
+from benchmarks.gpu.procs import Budget, Proc, Procs, Results, log
 
 from deepfleet.bench.client import OpenAIClient, RequestResult, RequestSpec
 from deepfleet.bench.metrics import parse_counters
@@ -84,19 +86,21 @@ async def overhead(
     model: str,
     concurrencies: list[int],
     rounds: int,
-    workers: int,
+    workers: int | list[int],
     start_cap_s: float,
     prompt_len: int = 64,
     max_tokens: int = 256,
     share_s: float | None = None,
 ) -> None:
-    """Direct to one engine vs through the gateway, alternating, per concurrency; the rounds
-    fill what is left of `share_s` (default: of the run's budget)."""
+    """Direct to one engine vs through the gateway (one per worker count in `workers`),
+    alternating, per concurrency; the rounds fill what is left of `share_s` (default: of the
+    run's budget). Each gateway run also records the CPU seconds its processes used."""
+    counts = [workers] if isinstance(workers, int) else list(workers)
     results = run.results("overhead")
     budget = Budget(min(share_s or run.budget.left(), run.budget.left()))
     spec = EngineSpec(model, str(run.models / model), 4096, 0.92, fake=run.fake)
     results.put("settings", {
-        "model": model, "concurrencies": concurrencies, "rounds": rounds, "workers": workers,
+        "model": model, "concurrencies": concurrencies, "rounds": rounds, "workers": counts,
         "prompt_len": prompt_len, "max_tokens": max_tokens,
     })  # fmt: skip
     engine = start_engine(run.procs, spec, f"engine-{model}")
@@ -111,16 +115,21 @@ async def overhead(
         run.work / "overhead", model, "round_robin", [spec],
         tokenizer=spec.model_dir, max_model_len=spec.max_model_len,
     )  # fmt: skip
-    gateway, gw_url = start_gateway(run.procs, f"gateway-w{workers}", state, workers)
-    await wait_ready(gateway, gw_url, 60)
-    targets = {"direct": spec.url, f"gateway-w{workers}": gw_url}
+    targets = {"direct": spec.url}
+    gateways: dict[str, Proc] = {}
+    for count in counts:
+        gateway, gw_url = start_gateway(run.procs, f"gateway-w{count}", state, count)
+        await wait_ready(gateway, gw_url, 60)
+        targets[f"gateway-w{count}"] = gw_url
+        gateways[f"gateway-w{count}"] = gateway
     request = completion_spec(random_prompt(random.Random(0), prompt_len), max_tokens)
     loader = LoadRunner()
     try:
         log("warm-up (first requests compile kernels)")
         loader.run(spec.url, model, request, 1, 0.0, 3.0)
         loader.run(spec.url, model, request, max(concurrencies), 0.0, 8.0)
-        loader.run(gw_url, model, request, 64, 0.0, 3.0)
+        for name in gateways:
+            loader.run(targets[name], model, request, 64, 0.0, 3.0)
         runs = len(concurrencies) * rounds * len(targets)
         drain = 1.0 + max_tokens / 40.0  # a 256-token stream at 256 streams: ~5.5 s
         per_run = (budget.left() - 25.0) / runs
@@ -134,8 +143,11 @@ async def overhead(
                     if budget.left() < window + drain + 15:
                         log("budget spent: stopping the rounds")
                         raise TimeoutError("budget")
+                    cpu0 = cpu_seconds(gateways[name]) if name in gateways else None
                     row = loader.run(targets[name], model, request, conc, 2.0, window)
                     row |= {"target": name, "round": rnd}
+                    if cpu0 is not None:  # the whole run: warm-up, window and drain
+                        row["gateway_cpu_s"] = round(cpu_seconds(gateways[name]) - cpu0, 3)
                     results.append("runs", row)
                     log(
                         f"{name:>12} c={conc:<4} r={rnd} {row['output_tok_s']:>9.1f} tok/s "
@@ -147,7 +159,8 @@ async def overhead(
     finally:
         loader.close()
         results.put("summary", overhead_summary(results.data.get("runs", []), list(targets)))
-        results.put("gateway_metrics_sample", (await metrics_text(gw_url))[:4000])
+        last = targets[list(gateways)[-1]]
+        results.put("gateway_metrics_sample", (await metrics_text(last))[:4000])
     results.put("complete", not results.data.get("stopped_early", False))
 
 
@@ -155,14 +168,20 @@ def overhead_summary(runs: list[dict[str, Any]], targets: list[str]) -> list[dic
     """Per concurrency: medians over rounds, the throughput ratio and the added TTFT p50
     (median of the per-round differences); targets >= 0.98 and <= 1 ms."""
     out = []
-    direct, gateway = targets[0], targets[1]
-    for conc in sorted({r["concurrency"] for r in runs}):
+    direct = targets[0]
+    for conc, gateway in (
+        (c, g) for c in sorted({r["concurrency"] for r in runs}) for g in targets[1:]
+    ):
         mine = {
-            t: [r for r in runs if r["concurrency"] == conc and r["target"] == t] for t in targets
+            t: [r for r in runs if r["concurrency"] == conc and r["target"] == t]
+            for t in (direct, gateway)
         }
         if not mine[direct] or not mine[gateway]:
             continue
-        row: dict[str, Any] = {"concurrency": conc}
+        row: dict[str, Any] = {"concurrency": conc, "gateway": gateway}
+        cpu = [r["gateway_cpu_s"] for r in mine[gateway] if "gateway_cpu_s" in r]
+        if cpu:
+            row[f"{gateway}_cpu_s"] = round(statistics.median(cpu), 3)
         for t, rs in mine.items():
             for key in ("output_tok_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms"):
                 row[f"{t}_{key}"] = round(statistics.median(r[key] for r in rs), 3)
@@ -178,6 +197,20 @@ def overhead_summary(runs: list[dict[str, Any]], targets: list[str]) -> list[dic
         }
         out.append(row)
     return out
+
+
+def cpu_seconds(proc: Proc) -> float:
+    """User + system CPU seconds of a process and its children (a gateway's workers)."""
+    try:
+        root = psutil.Process(proc.popen.pid)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.Error:
+        return 0.0
 
 
 # -- KV-aware routing -----------------------------------------------------------------------

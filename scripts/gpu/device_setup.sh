@@ -23,7 +23,15 @@ if [[ ! -f /tmp/site/.deepfleet-installed ]]; then
     { echo "device_setup: pip install failed" >&2; return 1; }
   touch /tmp/site/.deepfleet-installed
 fi
-export PYTHONPATH="/tmp/site:$PWD/src:$PWD" PATH="/tmp/site/bin:$PATH"
+# .gpu-extra (prepare.sh 1b): wheels the closure lacks or pins too low, ahead of /tmp/site.
+if compgen -G ".gpu-extra/*.whl" >/dev/null && [[ ! -f /tmp/site-extra/.deepfleet-installed ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-extra .gpu-extra/*.whl ||
+    { echo "device_setup: pip install of .gpu-extra failed" >&2; return 1; }
+  touch /tmp/site-extra/.deepfleet-installed
+fi
+[[ -f /tmp/site-extra/.deepfleet-installed ]] ||
+  { echo "device_setup: carry .gpu-extra in this call (scripts/gpu/prepare.sh makes it)" >&2; return 1; }
+export PYTHONPATH="/tmp/site-extra:/tmp/site:$PWD/src:$PWD" PATH="/tmp/site/bin:$PATH"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 python3 -c "import importlib.util as u; assert u.find_spec('vllm') and u.find_spec('deepfleet')" ||

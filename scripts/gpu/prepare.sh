@@ -6,6 +6,9 @@
 #                 runtime dependencies that the device image lacks (python 3.12, manylinux)
 #   .gpu0 ...     those wheels as one tar in equal chunks of at most GPU_CHUNK_MIB MiB, one
 #                 device call each (.gpu0 also holds the tar's md5)
+#   .gpu-extra/   wheels the closure misses or pins too low, installed over it on the device:
+#                 opentelemetry-api (fastapi 0.165 imports it), apache-tvm-ffi>=0.1.11
+#                 (xgrammar 0.2.9 refuses the 0.1.10 of the closure); carried with a work call
 #   .gpu-models/  model folders of config.json + SmolLM2's tokenizer (weights are dummy):
 #                 qwen2-7b (DeepSeek-R1-Distill-Qwen-7B's architecture), qwen2-1.5b, dsv3-8l
 # The deepfleet package travels with the working tree (PYTHONPATH=src on the device).
@@ -42,6 +45,14 @@ done
 dups=$(for w in .gpu-wheels/*.whl; do basename "$w" | cut -d- -f1 | norm; echo; done | sort | uniq -d)
 [[ -z "$dups" ]] || { echo "two versions of: $dups" >&2; exit 1; }
 
+# 1b. Extras, found missing on the device (2026-11-29): installed over the closure there.
+EXTRA=(opentelemetry-api 'apache-tvm-ffi>=0.1.11')
+if ! compgen -G ".gpu-extra/opentelemetry_api-*.whl" >/dev/null ||
+  ! compgen -G ".gpu-extra/apache_tvm_ffi-*.whl" >/dev/null; then
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .gpu-extra "${EXTRA[@]}"
+fi
+
 # 2. Chunks: equal parts p00, p01, ... in .gpu0, .gpu1, ...; rebuilt when the wheels change.
 stamp=$( (ls -l .gpu-wheels/*.whl; echo "$CHUNK_MIB") | md5sum | cut -d' ' -f1)
 if [[ "$(cat .gpu0/stamp 2>/dev/null)" != "$stamp" ]]; then
@@ -67,7 +78,7 @@ tree=$( (git ls-files; git ls-files --others --exclude-standard) | sort -u |
   while read -r f; do [[ -f "$f" ]] && stat -c %s "$f"; done | awk '{s += $1} END {print s + 0}')
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
 echo "working tree (travels with every call): $(mib "$tree")"
-for d in .gpu[0-9]* .gpu-models; do
+for d in .gpu[0-9]* .gpu-models .gpu-extra; do
   s=$(du -sb "$d" | cut -f1)
   echo "call carrying $d: $(mib $((s + tree))) of 64 MiB"
   ((s + tree < 62 * 1024 * 1024)) || { echo "  over the limit: lower GPU_CHUNK_MIB" >&2; exit 1; }

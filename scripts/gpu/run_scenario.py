@@ -57,7 +57,9 @@ def parse() -> argparse.Namespace:
     g.add_argument("--model", default="qwen2-7b")
     g.add_argument("--concurrency", default="1,64,256")
     g.add_argument("--rounds", type=int, default=2)
-    g.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    g.add_argument(
+        "--workers", default="1", help="gateway worker processes; a list (1,2) runs a gateway each"
+    )
     g.add_argument("--max-tokens", type=int, default=256)
     g.add_argument("--start-cap", type=float, default=360, help="engine start limit, seconds")
     g.add_argument("--overhead-s", type=float, help="seconds for this scenario (default: all)")
@@ -127,7 +129,8 @@ async def main(args: argparse.Namespace, procs: Procs, budget: Budget) -> None:
             if name == "overhead":
                 concs = [int(c) for c in args.concurrency.split(",")]
                 await scenarios.overhead(
-                    run, args.model, concs, args.rounds, args.workers, args.start_cap,
+                    run, args.model, concs, args.rounds, [int(w) for w in args.workers.split(",")],
+                    args.start_cap,
                     max_tokens=args.max_tokens, share_s=args.overhead_s,
                 )  # fmt: skip
             elif name == "planner":
