@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -87,6 +88,51 @@ def test_kv_aware_spreads_an_idle_fleet_evenly() -> None:
     endpoints = [ep(f"r{i}") for i in range(4)]
     firsts = Counter(policy.order(RouteRequest("m"), endpoints)[0].replica_id for _ in range(40))
     assert set(firsts.values()) == {10}
+
+
+def test_kv_aware_counts_a_prefix_still_being_computed_as_cached() -> None:
+    """A new prompt avoids a replica still computing another new prefix (its blocks are sent,
+    not yet announced) for one that finished its own: both hold one prefix, and the first
+    would make this prompt wait for that prefill."""
+    new = RouteRequest("m", block_hashes=tuple(range(1000, 1137)))
+    computing = ep("computing", running=1, prefill_blocks=137)
+    done = ep("done", running=1, cached_blocks=137)
+    for endpoints in ([computing, done], [done, computing]):
+        decision = build_policy("kv_aware").decide(new, endpoints)  # type: ignore[attr-defined]
+        assert (decision.order[0].replica_id, decision.reason) == ("done", "load")
+
+
+def test_kv_aware_does_not_trust_the_kv_usage_of_a_replica_sent_work_since_the_scrape() -> None:
+    """Scraped before its last request arrived, a replica reads empty; it counts as the
+    fullest one until the next scrape, so it is not picked again for its stale emptiness."""
+    endpoints = [
+        ep("just-sent", routed=1, kv_usage=0.0),
+        ep("quiet", running=1, kv_usage=0.1),
+        ep("full", running=1, kv_usage=0.5),
+    ]
+    for turn in range(3):
+        ring = endpoints[turn:] + endpoints[:turn]
+        decision = build_policy("kv_aware").decide(REQ, ring)  # type: ignore[attr-defined]
+        assert decision.order[0].replica_id == "quiet"
+    fresh = [ep("scraped", running=1, kv_usage=0.0), *endpoints[1:]]
+    assert build_policy("kv_aware").order(REQ, fresh)[0].replica_id == "scraped"
+
+
+def test_kv_aware_breaks_ties_toward_the_replica_chosen_longest_ago() -> None:
+    """With every replica equally busy (each computing one new prefix), a new prefix goes to
+    the replica that was given work longest ago, whose prefill ends first, and never twice to
+    one replica before every other had a turn."""
+    policy = build_policy("kv_aware")
+    busy = [ep(f"r{i}", running=1, prefill_blocks=137) for i in range(4)]
+    held = [replace(e, matched_blocks=10) if e.replica_id == "r2" else e for e in busy]
+    assert policy.decide(REQ, held).order[0].replica_id == "r2"  # type: ignore[attr-defined]
+    picks = [
+        policy.decide(RouteRequest("m", block_hashes=(i,)), busy).order[0].replica_id  # type: ignore[attr-defined]
+        for i in range(8)
+    ]
+    assert sorted(picks[:3]) == ["r0", "r1", "r3"]
+    assert picks[3] == "r2"
+    assert picks[4:] == picks[:4]
 
 
 def test_least_load_and_power_of_two_prefer_idle_replicas() -> None:

@@ -9,14 +9,21 @@ usage. With B the request's full blocks, per endpoint, each scorer in [0, 1]:
     prefix  = matched / B                                 cache affinity (saves compute)
     prefill = 1 - work / max(work),  work = backlog + B - matched     time to first token
     load    = 1 - load / busiest_load                     decode batch and queue
-    kv      = 1 - kv_usage
-    spread  = 1 - cached / most_cached                    room for a new prefix
+    kv      = 1 - kv_usage        (the fullest replica's usage for one sent requests since
+                                   its last scrape: its own reading is stale, too low)
+    spread  = 1 - held / most_held,  held = cached + backlog     room for a new prefix
 
     score = prefix_weight * prefix + prefill_weight * prefill + load_weight * load
           + kv_weight * kv + spread_weight * (1 - best prefix) * spread
 
 The spread term counts only as far as no replica holds the prompt: a new prefix goes where it
-evicts the least, which keeps the fleet's prefixes evenly spread over its KV caches.
+evicts the least, which keeps the fleet's prefixes evenly spread over its KV caches. It counts
+the blocks a replica was sent and is still computing (as SGLang's approximate tree counts what
+it routed), so a replica busy with its first prefix does not look empty.
+
+Ties (a fleet where every replica is computing one new prefix) go to the replica chosen first
+longest ago: its queued prefill was sent first, so it ends first, and no replica gets a second
+new prefix before every other replica had one.
 
 The best score goes first, the rest follow by score (the gateway's retry order). Spill: when
 that replica is overloaded, the least loaded replica goes first, so a hot prefix gets copied
@@ -89,6 +96,7 @@ class KvAware:
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         self.weights = KvAwareWeights.of(params)
         self._turn = 0
+        self._chosen: dict[str, int] = {}  # replica -> the turn it was last chosen first
 
     def decide(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> Decision:
         if len(endpoints) < 2:
@@ -116,14 +124,18 @@ class KvAware:
             + novelty * c
             for p, f, q, k, c in parts
         ]
-        ranked = [ring[i] for i in sorted(range(n), key=lambda i: -scores[i])]
+        chosen = [self._chosen.get(e.replica_id, 0) for e in ring]
+        ranked = [ring[i] for i in sorted(range(n), key=lambda i: (-scores[i], chosen[i]))]
         best = ranked[0]
         least = min(e.load for e in ring)
         excess = best.load - least
         if best.load >= w.spill_rel * least and (
             excess >= w.spill_abs or (best.waiting > 0 and excess >= w.spill_queued)
         ):
-            return Decision(by_load(ring), "spill")
+            order = by_load(ring)
+            self._chosen[order[0].replica_id] = self._turn
+            return Decision(order, "spill")
+        self._chosen[best.replica_id] = self._turn
         return Decision(ranked, "prefix" if best.matched_blocks > 0 else "load")
 
     def order(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> list[Endpoint]:

@@ -38,15 +38,20 @@ def load_score(endpoints: Sequence[Endpoint]) -> list[float]:
 def spread_score(endpoints: Sequence[Endpoint]) -> list[float]:
     """1 for the replica caching the least, 0 for the one caching the most: new prefixes go
     where they evict the least (SGLang's cache-aware router picks the smallest tree)."""
-    most = max((e.cached_blocks for e in endpoints), default=0)
+    held = [e.cached_blocks + e.prefill_blocks for e in endpoints]
+    most = max(held, default=0)
     if most == 0:
         return [1.0] * len(endpoints)
-    return [1.0 - e.cached_blocks / most for e in endpoints]
+    return [1.0 - h / most for h in held]
 
 
 def kv_free_score(endpoints: Sequence[Endpoint]) -> list[float]:
-    """Free share of each replica's KV cache."""
-    return [1.0 - min(max(e.kv_usage, 0.0), 1.0) for e in endpoints]
+    """Free share of each replica's KV cache. The usage is as last scraped: a replica sent
+    requests since then (`routed`) holds more than it says, so it counts as full as the
+    fullest replica, never as the emptiest."""
+    usage = [min(max(e.kv_usage, 0.0), 1.0) for e in endpoints]
+    fullest = max(usage, default=0.0)
+    return [1.0 - (fullest if e.routed > 0 else u) for e, u in zip(endpoints, usage, strict=True)]
 
 
 def by_load(endpoints: Sequence[Endpoint], start: int = 0) -> list[Endpoint]:
