@@ -211,6 +211,8 @@ def evaluate(
         else request.gpu_memory_utilization or (0.9 if device.vendor == "huawei" else 0.92)
     )
     batched = request.max_num_batched_tokens or device.default_batched_tokens
+    block = request.block_size or (cpu_block_size(m) if is_cpu else GPU_BLOCK_SIZE)
+    target = request.max_model_len or min(m.max_position_embeddings, DEFAULT_CONTEXT)
     inputs = MemoryInputs(
         utilization=1.0 if util is None else util,
         batched_tokens=batched,
@@ -219,12 +221,12 @@ def evaluate(
         mtp=request.mtp,
         enforce_eager=request.enforce_eager,
         activation_element_bytes=2 if fmt.quantized else fmt.dense_bytes,
+        max_model_len=target,
+        block_size=block,
     )
     mem = device_memory(m, fmt, device, par, inputs)
-    block = request.block_size or (cpu_block_size(m) if is_cpu else GPU_BLOCK_SIZE)
     # On the CPU the KV cache is VLLM_CPU_KVCACHE_SPACE, taken from what the host has left.
     kv_budget = request.cpu_kv_space_gib * GiB if is_cpu else mem.kv
-    target = request.max_model_len or min(m.max_position_embeddings, DEFAULT_CONTEXT)
     cap = kv_capacity(kv_budget, mem.kv_bytes_per_token, block, target)
     kv_tokens = cap.tokens * par.attn_dp
     notes = [n for n in (fmt.note(device),) if n]
