@@ -14,4 +14,4 @@ docker exec \
     -e VLLM_NO_USAGE_STATS=1 \
     -e DO_NOT_TRACK=1 \
     deepfleet-engine /bin/bash \
-    -c 'exec python3 -m vllm.entrypoints.openai.api_server --model /models/DeepSeek-R1-W8A8 --served-model-name deepseek-r1 --host 0.0.0.0 --port 8100 --enable-prefix-caching --disable-uvicorn-access-log --max-model-len 16384 --max-num-seqs 48 --tensor-parallel-size 8 --pipeline-parallel-size 2 --gpu-memory-utilization 0.900 --trust-remote-code --reasoning-parser deepseek_r1 --max-num-batched-tokens 2048 --distributed-executor-backend ray --quantization ascend >> /tmp/deepseek-r1-0.log 2>&1'
+    -c 'exec python3 -m vllm.entrypoints.openai.api_server --model /models/DeepSeek-R1-W8A8 --served-model-name deepseek-r1 --host 0.0.0.0 --port 8100 --enable-prefix-caching --disable-uvicorn-access-log --max-model-len 16384 --max-num-seqs 46 --tensor-parallel-size 8 --pipeline-parallel-size 2 --gpu-memory-utilization 0.900 --trust-remote-code --reasoning-parser deepseek_r1 --max-num-batched-tokens 2048 --distributed-executor-backend ray --quantization ascend >> /tmp/deepseek-r1-0.log 2>&1'
