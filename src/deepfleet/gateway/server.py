@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import os
 import shutil
@@ -53,7 +54,23 @@ def create_app() -> GatewayASGI:
     assert spec.keys_db is not None
     keys = KeyStore(spec.keys_db)
     buckets = TokenBuckets(spec.keys_db.with_name(spec.keys_db.stem + "-usage.db"))
-    return Gateway(EndpointTable(state_file), keys, buckets, settings_from(spec)).app()
+    app = Gateway(EndpointTable(state_file), keys, buckets, settings_from(spec)).app()
+    freeze_startup_heap()
+    return app
+
+
+def freeze_startup_heap() -> None:
+    """Keep what startup built (modules, the app: ~60k objects) out of the cyclic GC.
+
+    Streams under load leave long-lived objects behind, so full (oldest-generation)
+    collections come every several seconds, and each scanned the whole heap: 20-45 ms
+    measured at 256 streams on the overhead benchmark, a pause every stream in flight and
+    every first token waited through. They collected nothing: the relay makes no cycles.
+    Frozen objects are never scanned (nor collected if they become cyclic garbage, which
+    startup objects do not). vLLM's API server does the same after its startup.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def is_loopback(host: str) -> bool:
