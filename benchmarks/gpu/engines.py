@@ -59,6 +59,7 @@ class EngineSpec:
     env: dict[str, str] = field(default_factory=dict)
     fake: bool = False
     port: int = field(default_factory=free_port)
+    tp: int = 1
 
     @property
     def url(self) -> str:
@@ -77,7 +78,7 @@ def engine_argv(spec: EngineSpec) -> tuple[list[str], dict[str, str]]:
         model=model, replica_id=f"{spec.name}-{spec.port}", model_path=spec.model_dir,
         host="127.0.0.1", port=spec.port, kv_events_port=spec.kv_events_port,
         max_model_len=spec.max_model_len, gpu_memory_utilization=spec.gpu_memory_utilization,
-        python=sys.executable,
+        python=sys.executable, tp=spec.tp,
     )  # fmt: skip
     launch = VllmAdapter().launch_spec(plan)
     argv = list(launch.argv)

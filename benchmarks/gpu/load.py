@@ -10,11 +10,17 @@ Linux, the same clock in every process).
 Counted in the window [start + warmup, stop): output tokens whose chunk arrived in it (a
 chunk carrying several tokens counts its share of the request's usage), and TTFT/ITL of the
 requests sent in it.
+
+`hard_stop` (long outputs, issue 12's 1K-token decode runs): at the stop time the streams are
+cut instead of drained; a request still in flight keeps the chunks it got (one token each,
+vLLM's default stream interval), and the closed connections make the engine abort it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
 import multiprocessing
 import random
@@ -24,7 +30,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from deepfleet.bench.client import OpenAIClient, RequestSpec
+import aiohttp
+
+from deepfleet.bench.client import OpenAIClient, RequestSpec, build_payload
 from deepfleet.bench.stats import percentile
 
 STREAMS_PER_PROC = 64
@@ -44,6 +52,76 @@ def completion_spec(prompt_ids: Sequence[int], max_tokens: int) -> RequestSpec:
 def random_prompt(rng: random.Random, length: int) -> list[int]:
     """Token ids no two requests share (a prefix-cache hit would shorten the prefill)."""
     return [rng.randrange(1000, 40000) for _ in range(length)]
+
+
+class _Live:
+    """One request's chunk times as they arrive, readable when it is cut off."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.times: list[float] = []
+        self.tokens = -1
+        self.error = ""
+
+    def record(self) -> Record | None:
+        """None for a request cut before its first token (neither a result nor an error)."""
+        if not self.times:
+            return (False, self.error, self.started, 0.0, (), 0) if self.error else None
+        first = self.times[0] - self.started
+        gaps = tuple(b - a for a, b in zip(self.times, self.times[1:], strict=False))
+        tokens = self.tokens if self.tokens >= 0 else len(self.times)
+        return (not self.error, self.error, self.started, first, gaps, tokens)
+
+
+async def _send_live(session: aiohttp.ClientSession, url: str, body: dict[str, Any],
+                     live: _Live) -> None:  # fmt: skip
+    try:
+        async with session.post(url + "/v1/completions", json=body) as r:
+            if r.status != 200:
+                live.error = f"HTTP {r.status}: {(await r.text())[:200]}"
+                return
+            async for raw in r.content:
+                line = raw.strip()
+                if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+                    continue
+                chunk = json.loads(line[5:])
+                if chunk.get("choices"):
+                    live.times.append(time.perf_counter())
+                if chunk.get("usage"):
+                    live.tokens = int(chunk["usage"].get("completion_tokens") or 0)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        live.error = f"{type(exc).__name__}: {exc}"[:200]
+
+
+async def _cut_streams(
+    url: str, model: str, spec: RequestSpec, streams: int, go_at: float, stop_at: float
+) -> list[Record]:
+    """Closed loop until `stop_at`, then every stream is cut (hard_stop)."""
+    rng = random.Random()
+    length = len(spec.extra.get("prompt") or ())
+    lives: list[_Live] = []
+    await asyncio.sleep(max(0.0, go_at - time.perf_counter()))
+    connector = aiohttp.TCPConnector(limit=streams + 8)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def stream() -> None:
+            while time.perf_counter() < stop_at:
+                one = spec
+                if length:
+                    one = replace(spec, extra={**spec.extra, "prompt": random_prompt(rng, length)})
+                live = _Live()
+                lives.append(live)
+                await _send_live(session, url, build_payload(model, one), live)
+
+        tasks = [asyncio.create_task(stream()) for _ in range(streams)]
+        await asyncio.wait(tasks, timeout=max(0.0, stop_at - time.perf_counter()))
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return [r for r in (live.record() for live in lives) if r is not None]
 
 
 async def _streams(
@@ -68,9 +146,11 @@ async def _streams(
 
 
 def _proc_main(
-    url: str, model: str, spec: dict[str, Any], streams: int, go_at: float, stop_at: float
-) -> list[Record]:
-    return asyncio.run(_streams(url, model, RequestSpec(**spec), streams, go_at, stop_at))
+    url: str, model: str, spec: dict[str, Any], streams: int, go_at: float, stop_at: float,
+    hard_stop: bool = False,
+) -> list[Record]:  # fmt: skip
+    run = _cut_streams if hard_stop else _streams
+    return asyncio.run(run(url, model, RequestSpec(**spec), streams, go_at, stop_at))
 
 
 def _noop() -> int:
@@ -98,16 +178,24 @@ class LoadRunner:
         concurrency: int,
         warmup_s: float,
         window_s: float,
+        *,
+        hard_stop: bool = False,
+        go_at: float | None = None,
     ) -> dict[str, Any]:
+        """One run; `go_at` (time.perf_counter) when the streams start, default in 0.5 s."""
         n = min(self.procs, max(1, math.ceil(concurrency / STREAMS_PER_PROC)))
         shares = [concurrency // n + (1 if i < concurrency % n else 0) for i in range(n)]
-        go_at = time.perf_counter() + 0.5
+        go_at = go_at if go_at is not None else time.perf_counter() + 0.5
         t0, t1 = go_at + warmup_s, go_at + warmup_s + window_s
         raw = {
             "prompt": spec.prompt, "max_tokens": spec.max_tokens, "ignore_eos": spec.ignore_eos,
             "extra": dict(spec.extra),
         }  # fmt: skip
-        futures = [self.pool.submit(_proc_main, url, model, raw, k, go_at, t1) for k in shares if k]
+        futures = [
+            self.pool.submit(_proc_main, url, model, raw, k, go_at, t1, hard_stop)
+            for k in shares
+            if k
+        ]
         records = [r for f in futures for r in f.result()]
         return summarize(records, t0, t1) | {"concurrency": concurrency, "procs": n}
 

@@ -8,6 +8,11 @@ tokens so that the bundled model's tokenizer (SmolLM2, the one tokenizer we can 
 - qwen2-1.5b: DeepSeek-R1-Distill-Qwen-1.5B's (a smaller engine for the routing scenario).
 - dsv3-8l: DeepSeek-V3/R1's config cut to 8 layers (3 dense + 5 MoE with 256 experts), fp8
   128x128 block-quantized as published, MTP off.
+- r1: DeepSeek-R1 at full size for one 8 x H200 node (issue 12): the same config with all 61
+  layers (3 dense + 58 MoE), 671B parameters less the 1.15B that the shorter vocabulary saves
+  (embedding and head: 129,280 -> 49,152 rows of 7,168), MTP off (num_nextn_predict_layers 0:
+  vLLM 0.26 builds the MTP layer only for speculative decoding, and the planner then counts
+  none).
 
     python -m benchmarks.gpu.model_dirs OUT_DIR [--tokenizer DIR]
 """
@@ -23,7 +28,8 @@ from typing import Any
 from deepfleet.catalog.model_configs import BUILTIN_CONFIGS
 
 VOCAB = 49152
-BOS, EOS = 1, 2  # SmolLM2's <|im_start|> and <|im_end|>
+BOS, EOS = 1, 2
+R1_LAYERS = 61  # SmolLM2's <|im_start|> and <|im_end|>
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -97,6 +103,7 @@ def configs() -> dict[str, dict[str, Any]]:
         "qwen2-7b": _distill("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"),
         "qwen2-1.5b": _distill("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"),
         "dsv3-8l": deepseek_v3_slice(8),
+        "r1": deepseek_v3_slice(R1_LAYERS),
     }
 
 

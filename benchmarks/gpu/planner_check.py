@@ -1,14 +1,16 @@
 """The planner's prediction for one engine, next to what vLLM logged at its start.
 
-The prediction is `deepfleet plan`'s: `plan()` for one device of the lent H200 (its measured
-total, 150,109,880,320 bytes), a fixed layout of one GPU, and the engine's settings
-(gpu_memory_utilization, max_model_len, KV dtype). Compared: weights, KV bytes per token, the
-KV budget and the KV tokens vLLM logs; the target is within 3% (TARGET).
+The prediction is `deepfleet plan`'s: `plan()` for one node of H200s (each with the lent
+one's measured total, 150,109,880,320 bytes), the engine's fixed layout (one GPU by default;
+TP/PP/DP-attention + EP for issue 12) and its settings (gpu_memory_utilization, max_model_len,
+KV dtype). Compared, per GPU: weights, KV bytes per token, the KV budget; per engine: the KV
+tokens vLLM logs (with DP attention, the sum over the ranks' lines); the target is within 3%
+(TARGET).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks.gpu.vllm_log import StartupFacts, graph_estimate_bytes
@@ -38,21 +40,33 @@ class Prediction:
     kv_tokens: int
     max_num_batched_tokens: int
     max_num_seqs: int
+    parallel: Parallelism = field(default_factory=Parallelism)
+    """The layout: one GPU unless given (tp x pp x attn_dp GPUs)."""
+    feasible: bool = True
+    reason: str = "fits"
 
 
 def predict(
-    model_dir: str, utilization: float, max_model_len: int, kv_dtype: str = "auto"
+    model_dir: str,
+    utilization: float,
+    max_model_len: int,
+    kv_dtype: str = "auto",
+    parallel: Parallelism | None = None,
+    max_num_seqs: int | None = None,
 ) -> Prediction:
+    """The plan of one engine laid out as `parallel` (default: one GPU) on one node with
+    exactly the GPUs it uses."""
+    par = parallel or Parallelism()
     facts = load_model_facts(model_dir)
     device = get_device(H200)
     request = PlanRequest(
         kv_dtype=kv_dtype, max_model_len=max_model_len, gpu_memory_utilization=utilization,
-        parallel=Parallelism(),
+        parallel=par, max_num_seqs=max_num_seqs,
     )  # fmt: skip
-    result = plan(facts, ClusterShape(device), request)
+    gpus = par.tp * par.pp * par.attn_dp
+    result = plan(facts, ClusterShape(device, 1, gpus), request)
     layout = result.recommended or result.layouts[0]
     mem = layout.memory
-    par = Parallelism()
     graphs = reserve_bytes(facts, par, device, False) - reserve_bytes(facts, par, device, True)
     return Prediction(
         model=facts.name, utilization=utilization, max_model_len=max_model_len,
@@ -61,6 +75,7 @@ def predict(
         kv_budget_bytes=mem.kv,
         kv_bytes_per_token=mem.kv_bytes_per_token, kv_tokens=layout.kv_tokens,
         max_num_batched_tokens=layout.max_num_batched_tokens, max_num_seqs=layout.max_num_seqs,
+        parallel=par, feasible=layout.feasible, reason=layout.reason,
     )  # fmt: skip
 
 
@@ -83,7 +98,14 @@ def compare(pred: Prediction, facts: StartupFacts) -> dict[str, Any]:
     kv_bytes = None if facts.available_kv_gib is None else facts.available_kv_gib * GiB
     per_token = None
     if kv_bytes is not None and facts.kv_tokens:
-        per_token = kv_bytes / facts.kv_tokens
+        per_token = kv_bytes / facts.kv_tokens  # one GPU's budget over its rank's tokens
+    dp = pred.parallel.attn_dp
+    ranks = facts.kv_tokens_by_rank
+    tokens: float | None = facts.kv_tokens
+    if dp > 1 and len(ranks) == dp:
+        tokens = sum(ranks.values())
+    elif dp > 1 and facts.kv_tokens is not None:
+        tokens = facts.kv_tokens * dp  # not every rank's line was seen: the first, dp times
     budget = pred.utilization * pred.total_bytes
     rest = None
     if kv_bytes is not None and facts.weights_gib is not None:
@@ -93,7 +115,7 @@ def compare(pred: Prediction, facts: StartupFacts) -> dict[str, Any]:
         _row("weights", facts.weights_gib, pred.weights_bytes / GiB, "GiB", True),
         _row("kv_bytes_per_token", per_token, pred.kv_bytes_per_token, "bytes", True),
         _row("kv_budget", facts.available_kv_gib, pred.kv_budget_bytes / GiB, "GiB", True),
-        _row("kv_tokens", facts.kv_tokens, pred.kv_tokens, "tokens", True),
+        _row("kv_tokens", tokens, pred.kv_tokens, "tokens", True),
         _row(
             "activation_and_reserve",
             rest,
@@ -118,7 +140,11 @@ def compare(pred: Prediction, facts: StartupFacts) -> dict[str, Any]:
             "total_bytes": pred.total_bytes,
             "max_num_batched_tokens": pred.max_num_batched_tokens,
             "max_num_seqs": pred.max_num_seqs,
+            "parallel": asdict(pred.parallel),
+            "planner_feasible": pred.feasible,
+            "planner_reason": pred.reason,
         },
+        "kv_token_ranks": len(ranks),
         "rows": rows,
         "all_within_target": all(judged) if judged else None,
         "graph_capture_gib": facts.graph_capture_gib,

@@ -26,6 +26,7 @@ from benchmarks.gpu.engines import (
 )
 from benchmarks.gpu.load import LoadRunner, completion_spec, random_prompt
 from benchmarks.gpu.procs import Budget, Proc, Procs, Results, log
+from benchmarks.gpu.served import need_gpus
 
 from deepfleet.bench.client import OpenAIClient, RequestResult, RequestSpec
 from deepfleet.bench.metrics import parse_counters
@@ -266,21 +267,35 @@ async def routing(
     start_cap_s: float,
     workload: dict[str, int],
     repeats: int,
+    gpus_per_engine: int = 0,
 ) -> None:
-    """`engines` vLLM engines sharing the GPU; a kv_aware and a round_robin gateway over them;
-    each policy runs the same multi-turn workload from empty caches."""
+    """`engines` vLLM engines; a kv_aware and a round_robin gateway over them; each policy
+    runs the same multi-turn workload from empty caches. `gpus_per_engine` 0: the engines
+    share GPU 0 (issue 11, one H200); N >= 1 (issue 12, x2/x4 machines): engine i sees only
+    GPUs i*N .. i*N+N-1 (CUDA_VISIBLE_DEVICES) and runs TP N over them."""
     results = run.results("routing")
     kv_bytes = None if kv_gib is None else int(kv_gib * GiB)
+    need_gpus(max(1, engines * gpus_per_engine), run.fake)
+
+    def devices(i: int) -> dict[str, str]:
+        if gpus_per_engine < 1:
+            return {}
+        first = i * gpus_per_engine
+        return {"CUDA_VISIBLE_DEVICES": ",".join(str(first + g) for g in range(gpus_per_engine))}
+
     specs = [
         EngineSpec(
             model, str(run.models / model), 4096, utilization, kv_cache_memory_bytes=kv_bytes,
-            kv_events_port=free_port(), fake=run.fake,
+            kv_events_port=free_port(), fake=run.fake, env=devices(i),
+            tp=max(1, gpus_per_engine),
         )
-        for _ in range(engines)
+        for i in range(engines)
     ]  # fmt: skip
     results.put("settings", {
         "model": model, "engines": engines, "gpu_memory_utilization": utilization,
         "kv_cache_gib": kv_gib, "concurrent_start": concurrent_start, "workload": workload,
+        "gpus_per_engine": gpus_per_engine,
+        "devices": [s.env.get("CUDA_VISIBLE_DEVICES", "shared") for s in specs],
     })  # fmt: skip
     procs = []
     ready: list[float] = []

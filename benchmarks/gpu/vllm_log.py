@@ -12,6 +12,8 @@ Lines read (vLLM's own format strings):
 - `torch.compile took 24.10 s in total` (older: `takes`)
 - `init engine (profile, create kv cache, warmup model) took 144.33 seconds`
 - `Using FLASH_ATTN attention backend out of potential backends: [...]`
+With data-parallel attention every rank's engine core (`(EngineCore_DP3 pid=...)`) logs its own
+KV cache size: `kv_tokens_by_rank` keeps each rank's first line.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ TEXT_PATTERNS: dict[str, re.Pattern[str]] = {
     "attention_backend_old": re.compile(r"Using (\S+) backend\.?$", re.MULTILINE),
     "vllm_version": re.compile(r"vLLM API server version (\S+)"),
 }
+RANK_KV = re.compile(r"EngineCore_DP(\d+)\b.*?KV cache size: " + _NUM + r" tokens")
 FAILURES = (
     "Traceback (most recent call last)",
     "CUDA out of memory",
@@ -69,6 +72,7 @@ class StartupFacts:
     init_engine_s: float | None = None
     attention_backend: str | None = None
     vllm_version: str | None = None
+    kv_tokens_by_rank: dict[int, int] = field(default_factory=dict)
     moe_lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     failure: str | None = None
@@ -97,6 +101,8 @@ def parse(text: str) -> StartupFacts:
             if getattr(facts, key) is None:
                 setattr(facts, key, found.group(1).rstrip(".,"))
     lines = text.splitlines()
+    for found in RANK_KV.finditer(text):
+        facts.kv_tokens_by_rank.setdefault(int(found.group(1)), int(_value(found.group(2))))
     facts.moe_lines = [ln[-240:] for ln in lines if "MoE" in ln or "moe" in ln][:8]
     facts.warnings = [ln[-240:] for ln in lines if " WARNING " in ln][:20]
     facts.failure = failure(text)

@@ -1,4 +1,4 @@
-"""Run named GPU scenarios of issue 11 on the lent H200 and write their numbers under OUT.
+"""Run named GPU scenarios (issues 11 and 12) on a lent GPU machine; numbers under OUT.
 
 Scenarios, in the order given, under one hard time budget (--budget seconds for the whole run):
 
@@ -8,8 +8,15 @@ Scenarios, in the order given, under one hard time budget (--budget seconds for 
              Also writes planner-qwen2-7b.json from that engine's startup log.
   planner    one engine of --planner-model at vLLM's defaults; its startup memory lines vs
              `deepfleet plan` (dsv3-8l gets VLLM_USE_DEEP_GEMM=0)
-  routing    --routing-engines engines sharing the GPU, a kv_aware and a round_robin gateway,
-             a multi-turn shared-prefix workload per policy from empty prefix caches
+  routing    --routing-engines engines sharing the GPU (or --routing-gpus-per-engine N: each
+             engine on its own N GPUs), a kv_aware and a round_robin gateway, a multi-turn
+             shared-prefix workload per policy from empty prefix caches
+Issue 12 (benchmarks/gpu/served.py), each through `deepfleet up` with a generated fleet.yaml:
+  r1         DeepSeek-R1 (61 layers, fp8, MTP off, dummy weights), TP 8 on 8 GPUs: start time,
+             memory lines vs the planner, decode at 1/64/256 streams of 1K in / 1K out,
+             direct and through the gateway, next to the planner's roofline
+  r1-dp      the same with data-parallel attention 8 + expert parallelism (unverified on GPU)
+  v3-tp2     the 8-layer V3 slice with TP 2 (--v3-pp: PP 2) on 2 GPUs
 
 Writes OUT/<scenario>.json after every step (a timeout still leaves data), OUT/logs.txt (each
 process log's head and tail) at the end, and stops every process it started.
@@ -18,6 +25,7 @@ instead of vLLM, to prove the flow without a GPU.
 
     python3 scripts/gpu/run_scenario.py --out $OUT --budget 540 overhead
     python3 scripts/gpu/run_scenario.py --out $OUT --budget 540 planner routing
+    python3 scripts/gpu/run_scenario.py --out $OUT --budget 560 r1
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +49,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT), str(ROOT / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(":"))]
 )
 
-from benchmarks.gpu import scenarios  # noqa: E402
+from benchmarks.gpu import scenarios, served  # noqa: E402
 from benchmarks.gpu.procs import Budget, Procs, log, on_signals  # noqa: E402
 
 LOG_HEAD, LOG_TAIL = 200, 150
@@ -48,7 +57,9 @@ LOG_HEAD, LOG_TAIL = 200, 150
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("scenarios", nargs="+", choices=("overhead", "planner", "routing"))
+    p.add_argument(
+        "scenarios", nargs="+", choices=("overhead", "planner", "routing", *served.SCENARIOS)
+    )
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     p.add_argument("--budget", type=float, default=540, help="seconds for the whole run")
     p.add_argument("--models", type=Path, default=ROOT / ".gpu-models")
@@ -70,7 +81,13 @@ def parse() -> argparse.Namespace:
     g = p.add_argument_group("routing")
     g.add_argument("--routing-model", default="qwen2-7b")
     g.add_argument("--routing-engines", type=int, default=2)
-    g.add_argument("--routing-util", type=float, default=0.42)
+    g.add_argument(
+        "--routing-util", type=float, help="default: 0.42 sharing a GPU, 0.92 on its own GPUs"
+    )
+    g.add_argument(
+        "--routing-gpus-per-engine", type=int, default=0,
+        help="0: engines share GPU 0; N: engine i gets GPUs i*N..i*N+N-1 and TP N",
+    )  # fmt: skip
     g.add_argument(
         "--routing-kv-gib", type=float, default=16.0,
         help="KV cache per engine (vLLM --kv-cache-memory-bytes; 0: from the utilization, "
@@ -86,7 +103,35 @@ def parse() -> argparse.Namespace:
     g.add_argument("--routing-max-tokens", type=int, default=64)
     g.add_argument("--policy-limit", type=float, default=120, help="seconds per policy run")
     g.add_argument("--repeats", type=int, default=1)
+    g = p.add_argument_group("r1, r1-dp, v3-tp2 (issue 12, through deepfleet up)")
+    g.add_argument("--served-start-cap", type=float, default=430, help="seconds to ready")
+    g.add_argument("--decode-concurrency", default="1,64,256")
+    g.add_argument("--decode-input", type=int, default=1024)
+    g.add_argument("--decode-output", type=int, default=1024)
+    g.add_argument("--decode-rounds", type=int, default=2)
+    g.add_argument("--decode-window", type=float, help="seconds (default: share the budget)")
+    g.add_argument("--prefill-tok-s", type=float, default=20000.0, help="for the ramp")
+    g.add_argument("--no-decode", action="store_true", help="start and memory only")
+    g.add_argument("--gateway-workers", type=int, default=1)
+    g.add_argument("--served-max-model-len", type=int, default=8192)
+    g.add_argument(
+        "--vllm-graphs", action="store_true",
+        help="vLLM's CUDA graph sizes (default for r1/r1-dp: powers of 2, a shorter start)",
+    )  # fmt: skip
+    g.add_argument("--v3-pp", action="store_true", help="v3-tp2 as PP 2 instead of TP 2")
     return p.parse_args()
+
+
+def served_spec(args: argparse.Namespace, name: str) -> served.ServedSpec:
+    spec = served.SCENARIOS[name]
+    changes: dict[str, object] = {
+        "gateway_workers": args.gateway_workers, "max_model_len": args.served_max_model_len,
+    }  # fmt: skip
+    if args.vllm_graphs:
+        changes["graph_sizes"] = None
+    if name == "v3-tp2" and args.v3_pp:
+        changes |= {"tp": 1, "pp": 2}
+    return replace(spec, **changes)  # type: ignore[arg-type]
 
 
 def meta(args: argparse.Namespace) -> dict[str, object]:
@@ -133,6 +178,17 @@ async def main(args: argparse.Namespace, procs: Procs, budget: Budget) -> None:
                     args.start_cap,
                     max_tokens=args.max_tokens, share_s=args.overhead_s,
                 )  # fmt: skip
+            elif name in served.SCENARIOS:
+                decode = served.Decode(
+                    concurrencies=tuple(int(c) for c in args.decode_concurrency.split(",")),
+                    input_len=args.decode_input, output_len=args.decode_output,
+                    rounds=args.decode_rounds, prefill_tok_s=args.prefill_tok_s,
+                    window_s=args.decode_window,
+                )  # fmt: skip
+                await served.served(
+                    run, served_spec(args, name), decode, args.served_start_cap,
+                    measure=not args.no_decode,
+                )  # fmt: skip
             elif name == "planner":
                 await scenarios.planner(
                     run, args.planner_model, args.planner_max_model_len, args.planner_start_cap
@@ -143,10 +199,12 @@ async def main(args: argparse.Namespace, procs: Procs, budget: Budget) -> None:
                     "system_len": args.system_len, "history_len": args.history_len,
                     "max_tokens": args.routing_max_tokens, "limit_s": int(args.policy_limit),
                 }  # fmt: skip
+                gpus = args.routing_gpus_per_engine
+                util = args.routing_util or (0.92 if gpus >= 1 else 0.42)
                 await scenarios.routing(
-                    run, args.routing_model, args.routing_engines, args.routing_util,
+                    run, args.routing_model, args.routing_engines, util,
                     args.routing_kv_gib or None, not args.sequential_start,
-                    args.routing_start_cap, workload, args.repeats,
+                    args.routing_start_cap, workload, args.repeats, gpus,
                 )  # fmt: skip
         except Exception as exc:  # one scenario's failure must not lose the next one's time
             log(f"{name} failed: {type(exc).__name__}: {exc}")
