@@ -183,6 +183,27 @@ async def reset_caches(engine_urls: Sequence[str]) -> bool:
         return all(await asyncio.gather(*(one(u) for u in engine_urls)))
 
 
+async def publish_resets(engine_urls: Sequence[str], model: str) -> bool:
+    """After reset_caches: one prompt shorter than a KV block (stores nothing) to each engine,
+    so that its AllBlocksCleared event goes out now. An engine publishes KV events with a
+    step's results (the simulator; vLLM takes them from its scheduler), so an idle engine's
+    reset would otherwise reach event-driven routers only with its next request's blocks,
+    and they would start a step believing every replica still holds the previous step's
+    prefixes. Routers that do not read events are not affected."""
+    body = {"model": model, "prompt": "hi", "max_tokens": 1}
+    async with aiohttp.ClientSession() as session:
+
+        async def one(url: str) -> bool:
+            try:
+                async with session.post(url + "/v1/completions", json=body) as r:
+                    await r.read()
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        return all(await asyncio.gather(*(one(u) for u in engine_urls)))
+
+
 async def scrape(url: str, prefix: str, suffix: str = "") -> dict[str, float]:
     """Samples of a gateway's /metrics whose names start with `prefix` and end with `suffix`
     (labels in the key)."""

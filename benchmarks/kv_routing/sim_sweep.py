@@ -36,6 +36,7 @@ from common import (
     free_run,
     machine,
     processes,
+    publish_resets,
     reset_caches,
     scrape,
     start_gateway,
@@ -138,6 +139,8 @@ async def main(args: argparse.Namespace, group: Processes) -> None:
             if runs and runs[-1]["saturated"]:
                 continue  # this policy's sweep ended
             await reset_caches(engines)
+            if not await publish_resets(engines, MODEL):
+                print("warning: an engine refused the request that publishes its reset")
             await asyncio.sleep(1.0)
             async with OpenAIClient(targets[policy]) as client:
                 report = await run_benchmark(

@@ -152,9 +152,13 @@ class Fleet:
         heapq.heappush(self.events, (t, next(self.order), kind, item))
 
     def run(self, requests: list[Request]) -> None:
+        """Requests arriving at their `arrival` (seconds after now)."""
+        start = self.now
         for r in requests:
+            r.arrival += start
             self.push(r.arrival, "arrive", r)
-        self.push(0.0, "scrape", None)
+        if not any(kind == "scrape" for _, _, kind, _ in self.events):
+            self.push(start, "scrape", None)
         left = len(requests)
         while self.events and left:
             self.now, _, kind, item = heapq.heappop(self.events)
@@ -166,6 +170,17 @@ class Fleet:
                 self.loads = [(e.running, e.waiting, e.kv_usage) for e in self.engines]
                 self.routed = [0] * len(self.engines)
                 self.push(self.now + self.scrape_s, "scrape", None)
+
+    def reset_caches(self, gap_s: float = 3.0, flush: bool = False) -> None:
+        """sim_sweep.py between steps: every engine empties its prefix cache. As the simulator
+        does, the AllBlocksCleared event goes out with the engine's next step's events, so the
+        router's index keeps the old blocks until then; `flush`: each engine runs a step (a
+        one-token prompt) before the next step starts, which publishes it."""
+        for e in self.engines:
+            assert e.cache.reset()
+            if flush:
+                self.publish(e)
+        self.now += gap_s
 
     def route(self, r: Request) -> None:
         n = len(self.engines)
@@ -254,12 +269,51 @@ class Fleet:
 seq_owner: dict[int, Request] = {}
 
 
+def sweep_workload(args: argparse.Namespace, step: int) -> list[tuple[int, list[int]]]:
+    """sim_sweep.py's own prompts of sweep step `step` (SGLang's shared-prefix generator with
+    its seed), through the bundled model's chat template and tokenizer as the gateway sees them."""
+    import json
+    from pathlib import Path
+
+    from deepfleet.bench.workloads import shared_prefix
+    from deepfleet.catalog import bundled
+    from deepfleet.kvcache.tokenize import ModelTokenizer, decode_chat
+
+    requests = args.requests
+    params = {"groups": str(args.groups), "prompts_per_group": str(requests // args.groups + 1),
+              "system_len": str(args.system_len), "question_len": str(args.question_len),
+              "output_len": str(args.output_len)}  # fmt: skip
+    built = shared_prefix.build(requests, params, random.Random(1000 + step))
+    tokenizer = ModelTokenizer(Path(str(bundled.default_target())))
+    systems: dict[str, int] = {}
+    out = []
+    for chain in built.chains:
+        spec = chain[0]
+        body = json.dumps({"model": "sim", "messages": list(spec.messages)}).encode()
+        group = systems.setdefault(str(spec.messages[0]["content"]), len(systems))
+        out.append((group, list(tokenizer.chat(decode_chat(body)).tokens)))
+    return out
+
+
 def one_run(
-    args: argparse.Namespace, policy: str, params: dict[str, Any], rate: float, seed: int
+    args: argparse.Namespace,
+    policy: str,
+    params: dict[str, Any],
+    rate: float,
+    seed: int,
+    fleet: Fleet | None = None,
 ) -> list[Request]:
-    rng = random.Random(1000 + seed)
-    specs = workload(args.requests, args.groups, args.system_len, args.question_len, rng)
-    arrivals = random.Random(seed)
+    if args.sweep_step is not None:
+        specs = sweep_workload(args, args.sweep_step)
+    else:
+        specs = workload(
+            args.requests,
+            args.groups,
+            args.system_len,
+            args.question_len,
+            random.Random(1000 + seed),
+        )
+    arrivals = random.Random(seed if args.sweep_step is None else args.sweep_step)
     t = 0.0
     requests = []
     for i, (group, tokens) in enumerate(specs):
@@ -267,7 +321,7 @@ def one_run(
         requests.append(
             Request(i, group, tokens, tuple(block_hashes(tokens, BLOCK)), t, args.output_len)
         )
-    Fleet(args, policy, params).run(requests)
+    (fleet or Fleet(args, policy, params)).run(requests)
     return requests
 
 
@@ -335,9 +389,38 @@ def main() -> None:
     p.add_argument("--params", default="", help="kv_aware parameters: k=v,k=v")
     p.add_argument("--pending-ttl", type=float, default=30.0)
     p.add_argument("--scrape-s", type=float, default=0.5)
+    p.add_argument(
+        "--sweep-step", type=int, default=None,
+        help="sim_sweep.py's prompts and arrivals of this step (0: the first rate); seed = step",
+    )  # fmt: skip
     p.add_argument("--trace", type=int, default=0, help="print the N slowest requests")
+    p.add_argument(
+        "--chained", action="store_true",
+        help="as sim_sweep.py: the rates in order over one fleet and router per policy, "
+        "caches reset between steps; step i uses sim_sweep.py's prompts and arrivals of step i",
+    )  # fmt: skip
+    p.add_argument("--flush-reset", action="store_true", help="with --chained: see reset_caches")
     args = p.parse_args()
     params = dict(kv.split("=", 1) for kv in args.params.split(",") if kv)
+    if args.chained:
+        rates = [float(r) for r in args.rates.split(",")]
+        for policy in args.policies.split(","):
+            fleet = Fleet(args, policy, params if policy == "kv_aware" else {})
+            for step, rate in enumerate(rates):
+                if step:
+                    fleet.reset_caches(flush=args.flush_reset)
+                args.sweep_step = step
+                requests = one_run(args, policy, {}, rate, step, fleet)
+                m = summarize(requests)
+                print(
+                    f"rate {rate:4.0f} {policy:20s} p50 {m['p50']:5.2f} p90 {m['p90']:5.2f} "
+                    f"p99 {m['p99']:5.2f} max {m['max']:5.1f} req/s {m['req_s']:5.2f} "
+                    f"hit {m['hit']:.3f}",
+                    flush=True,
+                )
+                if args.trace:
+                    trace(requests, args.trace)
+        return
     for rate in (float(r) for r in args.rates.split(",")):
         for policy in args.policies.split(","):
             rows = []
