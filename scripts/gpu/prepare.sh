@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepare the GPU runs of issue 11 on the lent H200, here (no GPU needed). Idempotent.
+# Prepare the GPU runs of issues 11 (one H200) and 12 (x8 / x2 / x4 H200 machines), here (no
+# GPU needed). Idempotent.
 #
 # Writes, in the repository root (each ignored through .git/info/exclude):
 #   .gpu-wheels/  vLLM 0.26's wheel closure (shared/gpu/wheel_closure.py) and deepfleet's
@@ -10,7 +11,8 @@
 #                 opentelemetry-api (fastapi 0.165 imports it), apache-tvm-ffi>=0.1.11
 #                 (xgrammar 0.2.9 refuses the 0.1.10 of the closure); carried with a work call
 #   .gpu-models/  model folders of config.json + SmolLM2's tokenizer (weights are dummy):
-#                 qwen2-7b (DeepSeek-R1-Distill-Qwen-7B's architecture), qwen2-1.5b, dsv3-8l
+#                 qwen2-7b (DeepSeek-R1-Distill-Qwen-7B's architecture), qwen2-1.5b, dsv3-8l,
+#                 r1 (DeepSeek-R1's 61 layers, issue 12)
 # The deepfleet package travels with the working tree (PYTHONPATH=src on the device).
 # Usage: scripts/gpu/prepare.sh            (scripts/gpu/README.md: the device calls)
 set -euo pipefail
