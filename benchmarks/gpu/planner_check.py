@@ -123,6 +123,7 @@ def compare(pred: Prediction, facts: StartupFacts) -> dict[str, Any]:
             "GiB",
             False,
         ),
+        _row("peak_activation", facts.activation_gib, pred.activation_bytes / GiB, "GiB", False),
         _row(
             "cuda_graph_estimate",
             None if graphs is None else graphs / GiB,

@@ -76,6 +76,8 @@ class ServedSpec:
     env: dict[str, str] = field(default_factory=dict)
     gateway_workers: int = 1
     served_name: str = ""
+    eager: bool = False
+    """--enforce-eager: no torch.compile or CUDA graphs (the short start of the smoke test)."""
 
     @property
     def gpus(self) -> int:
@@ -101,6 +103,8 @@ class ServedSpec:
             args["data_parallel_size"] = self.dp
         if self.ep:
             args["enable_expert_parallel"] = True
+        if self.eager:
+            args["enforce_eager"] = True
         if self.graph_sizes:
             args["compilation_config"] = {"cudagraph_capture_sizes": list(self.graph_sizes)}
         return args
@@ -141,6 +145,8 @@ SCENARIOS: dict[str, ServedSpec] = {
     "r1-dp": ServedSpec("r1-dp", "r1", dp=8, ep=True, max_num_seqs=64,
                         graph_sizes=pow2_sizes(64), env=DEEPSEEK_ENV, served_name="deepseek-r1"),
     "v3-tp2": ServedSpec("v3-tp2", "dsv3-8l", tp=2, env=DEEPSEEK_ENV),
+    # The same flow on one GPU in ~1 minute of engine start: proves it on the single H200.
+    "smoke": ServedSpec("smoke", "qwen2-1.5b", max_num_seqs=64, eager=True),
 }  # fmt: skip
 
 

@@ -12,6 +12,10 @@ Lines read (vLLM's own format strings):
 - `torch.compile took 24.10 s in total` (older: `takes`)
 - `init engine (profile, create kv cache, warmup model) took 144.33 seconds`
 - `Using FLASH_ATTN attention backend out of potential backends: [...]`
+- `Actual usage is 2.86 GiB for weight, 0.54 GiB for peak activation, 0.22 GiB for non-torch
+  memory, and 0.0 GiB for CUDAGraph memory.` (0.26, seen on the H200 2026-11-29)
+- `Initializing a V1 LLM engine (v0.26.0) with config: ...` (the version, when the API
+  server's own line is not there)
 With data-parallel attention every rank's engine core (`(EngineCore_DP3 pid=...)`) logs its own
 KV cache size: `kv_tokens_by_rank` keeps each rank's first line.
 """
@@ -39,11 +43,15 @@ PATTERNS: dict[str, re.Pattern[str]] = {
         r"init engine \(profile, create kv cache, warmup model\) took " + _NUM
     ),
     "weights_loading_s": re.compile(r"Loading weights took " + _NUM + " sec"),
+    "activation_gib": re.compile(r"Actual usage is .*?, " + _NUM + r" ?GiB for peak activation"),
+    "non_torch_gib": re.compile(r"Actual usage is .*?, " + _NUM + r" ?GiB for non-torch memory"),
+    "cudagraph_gib": re.compile(r"Actual usage is .*? " + _NUM + r" ?GiB for CUDAGraph memory"),
 }
 TEXT_PATTERNS: dict[str, re.Pattern[str]] = {
     "attention_backend": re.compile(r"Using (\S+) attention backend"),
     "attention_backend_old": re.compile(r"Using (\S+) backend\.?$", re.MULTILINE),
     "vllm_version": re.compile(r"vLLM API server version (\S+)"),
+    "vllm_version_engine": re.compile(r"Initializing a V1 LLM engine \(v([^)\s]+)\)"),
 }
 RANK_KV = re.compile(r"EngineCore_DP(\d+)\b.*?KV cache size: " + _NUM + r" tokens")
 FAILURES = (
@@ -62,6 +70,9 @@ class StartupFacts:
     weights_gib: float | None = None
     weights_load_s: float | None = None
     weights_loading_s: float | None = None
+    activation_gib: float | None = None
+    non_torch_gib: float | None = None
+    cudagraph_gib: float | None = None
     available_kv_gib: float | None = None
     kv_tokens: int | None = None
     max_concurrency: float | None = None
@@ -97,7 +108,7 @@ def parse(text: str) -> StartupFacts:
     for name, pattern in TEXT_PATTERNS.items():
         found = pattern.search(text)
         if found:
-            key = "attention_backend" if name.startswith("attention") else name
+            key = name.removesuffix("_old").removesuffix("_engine")
             if getattr(facts, key) is None:
                 setattr(facts, key, found.group(1).rstrip(".,"))
     lines = text.splitlines()

@@ -17,6 +17,7 @@ Issue 12 (benchmarks/gpu/served.py), each through `deepfleet up` with a generate
              direct and through the gateway, next to the planner's roofline
   r1-dp      the same with data-parallel attention 8 + expert parallelism (unverified on GPU)
   v3-tp2     the 8-layer V3 slice with TP 2 (--v3-pp: PP 2) on 2 GPUs
+  smoke      the same flow with qwen2-1.5b on one GPU, eager (a short start): proves it
 
 Writes OUT/<scenario>.json after every step (a timeout still leaves data), OUT/logs.txt (each
 process log's head and tail) at the end, and stops every process it started.

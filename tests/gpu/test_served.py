@@ -75,7 +75,12 @@ def test_r1_folder(models: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "layout"),
-    [("r1", (8, 1, 1, False)), ("r1-dp", (1, 1, 8, True)), ("v3-tp2", (2, 1, 1, False))],
+    [
+        ("r1", (8, 1, 1, False)),
+        ("r1-dp", (1, 1, 8, True)),
+        ("v3-tp2", (2, 1, 1, False)),
+        ("smoke", (1, 1, 1, False)),
+    ],
 )
 def test_fleet_yaml_validates_and_fits(
     name: str, layout: tuple[int, int, int, bool], models: Path, tmp_path: Path

@@ -74,3 +74,23 @@ def test_failures_are_found(line: str) -> None:
 def test_missing_lines_stay_none() -> None:
     f = vllm_log.parse("nothing here\n")
     assert f.weights_gib is None and f.kv_tokens is None and f.failure is None
+
+
+def test_vllm_026_lines_seen_on_the_h200() -> None:
+    """The smoke run of 2026-11-29 (deepfleet up, qwen2-1.5b, eager): lines as logged."""
+    c = "(EngineCore pid=839) INFO 11-29 07:13:26"
+    text = "\n".join((
+        f"{c} [core.py:116] Initializing a V1 LLM engine (v0.26.0) with config: model='/m'",
+        f"{c} [model_runner.py:305] Model loading took 2.86 GiB and 3.362632 seconds",
+        f"{c} [gpu_worker.py:560] Available KV cache memory: 124.99 GiB",
+        f"{c} [kv_cache_utils.py:2177] GPU KV cache size: 4,680,896 tokens",
+        f"{c} [kv_cache_utils.py:2178] Maximum concurrency for 8,192 tokens per request: 571.40x",
+        f"{c} [gpu_worker.py:857] Free memory on device (139.29/139.8 GiB) on startup. Desired "
+        "GPU memory utilization is (0.92, 128.62 GiB). Actual usage is 2.86 GiB for weight, "
+        "0.54 GiB for peak activation, 0.22 GiB for non-torch memory, and 0.0 GiB for CUDAGraph "
+        "memory. Replace gpu_memory_utilization config with `--kv-cache-memory=134053761127`",
+    ))  # fmt: skip
+    f = vllm_log.parse(text)
+    assert (f.weights_gib, f.available_kv_gib, f.kv_tokens) == (2.86, 124.99, 4680896)
+    assert (f.activation_gib, f.non_torch_gib, f.cudagraph_gib) == (0.54, 0.22, 0.0)
+    assert f.vllm_version == "0.26.0" and f.kv_tokens_by_rank == {}  # not DP: "EngineCore"
