@@ -139,11 +139,15 @@ def pow2_sizes(limit: int) -> tuple[int, ...]:
 
 
 DEEPSEEK_ENV = {"VLLM_USE_DEEP_GEMM": "0"}  # shared/gpu/README.md: JIT of 2,052 kernels at start
+# Served as "r1", not "deepseek-r1": for an R1-family name deepfleet's adapter adds
+# `--reasoning-parser deepseek_r1`, and vLLM 0.26 refuses to build its config when the
+# tokenizer has no <think>/</think> tokens (SmolLM2's, the one we carry, has none):
+# "DeepSeekR1ReasoningParser reasoning parser could not locate think start/end tokens"
+# (found by tests/gpu/test_served.py with vLLM 0.26's create_engine_config).
 SCENARIOS: dict[str, ServedSpec] = {
-    "r1": ServedSpec("r1", "r1", tp=8, graph_sizes=pow2_sizes(256), env=DEEPSEEK_ENV,
-                     served_name="deepseek-r1"),
+    "r1": ServedSpec("r1", "r1", tp=8, graph_sizes=pow2_sizes(256), env=DEEPSEEK_ENV),
     "r1-dp": ServedSpec("r1-dp", "r1", dp=8, ep=True, max_num_seqs=64,
-                        graph_sizes=pow2_sizes(64), env=DEEPSEEK_ENV, served_name="deepseek-r1"),
+                        graph_sizes=pow2_sizes(64), env=DEEPSEEK_ENV, served_name="r1"),
     "v3-tp2": ServedSpec("v3-tp2", "dsv3-8l", tp=2, env=DEEPSEEK_ENV),
     # The same flow on one GPU in ~1 minute of engine start: proves it on the single H200.
     "smoke": ServedSpec("smoke", "qwen2-1.5b", max_num_seqs=64, eager=True),

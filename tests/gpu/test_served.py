@@ -126,7 +126,7 @@ def test_vllm_accepts_the_r1_commands(vllm_parser: Any, models: Path, tmp_path: 
     assert a.tensor_parallel_size == 8 and a.pipeline_parallel_size == 1
     assert a.load_format == "dummy" and a.max_model_len == 8192 and a.max_num_seqs == 256
     assert a.gpu_memory_utilization == pytest.approx(0.92)
-    assert a.reasoning_parser == "deepseek_r1" and a.served_model_name == ["deepseek-r1"]
+    assert not a.reasoning_parser and a.served_model_name == ["r1"]  # see SCENARIOS
     assert a.data_parallel_size == 1 and not a.enable_expert_parallel
     assert "--compilation-config" in argv and "256" in argv[argv.index("--compilation-config") + 1]
     assert env["VLLM_USE_DEEP_GEMM"] == "0" and env["NCCL_NVLS_ENABLE"] == "0"
@@ -145,19 +145,23 @@ def test_vllm_accepts_the_r1_commands(vllm_parser: Any, models: Path, tmp_path: 
 )
 def test_vllm_026_accepts_the_commands_and_reads_r1(models: Path, tmp_path: Path) -> None:
     """vLLM 0.26 (the device's) from its wheel's Python files: its parser takes every command,
-    its ModelConfig reads the r1 folder as DeepseekV3 with fp8, MLA and no MTP (~25 s)."""
+    its ModelConfig reads the r1 folder as DeepseekV3 with fp8, MLA and no MTP, and its
+    create_engine_config builds each whole config (on the CPU platform) (~20 s)."""
     site = tmp_path / "vllm026"
     with zipfile.ZipFile(WHEEL_026[0]) as wheel:
         wheel.extractall(site, [n for n in wheel.namelist()
                                 if n.endswith((".py", ".json")) or ".dist-info/" in n])  # fmt: skip
     argvs = [launched(name, models, tmp_path)[0] for name in ("r1", "r1-dp", "v3-tp2")]
+    # What deepfleet would run for a model named deepseek-r1: with the reasoning parser
+    r1_named = [*argvs[0], "--reasoning-parser", "deepseek_r1"]
+    argvs.append(r1_named)
     done = subprocess.run(
         [sys.executable, str(ROOT / "tests/gpu/vllm_check.py")], input=json.dumps(argvs),
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(site)},
     )  # fmt: skip
     line = [ln for ln in done.stdout.splitlines() if ln.startswith("VLLM_CHECK ")]
     assert done.returncode == 0 and line, done.stdout[-2000:] + done.stderr[-3000:]
-    r1, r1dp, v3 = json.loads(line[0].removeprefix("VLLM_CHECK "))
+    r1, r1dp, v3, named = json.loads(line[0].removeprefix("VLLM_CHECK "))
     assert r1["version"] == "0.26.0"
     assert r1["args"]["tensor_parallel_size"] == 8 and r1["args"]["load_format"] == "dummy"
     assert r1["capture_sizes"] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -169,6 +173,15 @@ def test_vllm_026_accepts_the_commands_and_reads_r1(models: Path, tmp_path: Path
     assert r1dp["args"]["data_parallel_size"] == 8 and r1dp["args"]["enable_expert_parallel"]
     assert r1dp["args"]["data_parallel_backend"] == "mp"  # one node: no Ray
     assert v3["args"]["tensor_parallel_size"] == 2 and v3["model"]["num_hidden_layers"] == 8
+    # vLLM 0.26 builds each whole config (model, parallel, cache, scheduler; CPU platform)
+    assert r1["engine_config"] == {"ok": True, "tp": 8, "pp": 1, "dp": 1, "ep": False,
+                                   "world_size": 8, "max_num_seqs": 256}  # fmt: skip
+    assert r1dp["engine_config"] == {"ok": True, "tp": 1, "pp": 1, "dp": 8, "ep": True,
+                                     "world_size": 1, "max_num_seqs": 64}  # fmt: skip
+    assert v3["engine_config"]["ok"] is True and v3["engine_config"]["tp"] == 2
+    # ... and refuses R1's reasoning parser with SmolLM2's tokenizer: hence the name "r1"
+    assert named["engine_config"]["ok"] is False
+    assert "think start/end tokens" in named["engine_config"]["error"]
 
 
 def _fake_lines(model: Path, spec: served.ServedSpec) -> str:
@@ -286,4 +299,4 @@ def test_fake_issue12_flow_through_deepfleet_up(models: Path, tmp_path: Path) ->
     assert routing["settings"]["devices"] == ["0", "1"]
     assert routing["settings"]["gpu_memory_utilization"] == 0.92
     logs = (out / "logs.txt").read_text()
-    assert "===== r1-deepseek-r1-0.log" in logs and "===== r1-gateway.log" in logs
+    assert "===== r1-r1-0.log" in logs and "===== r1-gateway.log" in logs

@@ -5,7 +5,8 @@ vLLM's own parser, and read the model folder the way its ModelConfig does. Print
 `VLLM_CHECK [...]` with a JSON object per argv.
 
 On a machine without a GPU, vLLM's platform detection finds none; the CPU platform stands in
-(the parser's defaults that depend on it are not asserted).
+(the parser's defaults that depend on it are not asserted). `engine_config` is vLLM's
+create_engine_config: the server's whole config validation except what the CUDA platform adds.
 """
 
 from __future__ import annotations
@@ -41,12 +42,23 @@ def _check(parser: Any, engine_args: Any, argv: list[str]) -> dict[str, Any]:
 
     args = parser.parse_args(argv)
     engine = engine_args.from_cli_args(args)
+    try:  # the whole config (model, parallel, cache, scheduler, reasoning) as the server builds it
+        config = engine.create_engine_config()
+        par = config.parallel_config
+        built: dict[str, Any] = {
+            "ok": True, "tp": par.tensor_parallel_size, "pp": par.pipeline_parallel_size,
+            "dp": par.data_parallel_size, "ep": par.enable_expert_parallel,
+            "world_size": par.world_size, "max_num_seqs": config.scheduler_config.max_num_seqs,
+        }  # fmt: skip
+    except Exception as exc:  # reported: the test judges it
+        built = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:400]}
     model = engine.create_model_config()
     hf = model.hf_config
     out: dict[str, Any] = {
         "version": vllm.__version__,
         "args": {k: v for k, v in vars(args).items() if _plain(v)},
         "capture_sizes": engine.compilation_config.cudagraph_capture_sizes,
+        "engine_config": built,
         "model": {
             "architectures": model.architectures,
             "quantization": model.quantization,
