@@ -50,8 +50,11 @@ def tokenizer_folder(spec: SimSpec) -> str | None:
     return str(path) if (path / "tokenizer.json").is_file() else None
 
 
-def build(spec: SimSpec) -> tuple[EngineConfig, LatencyProfile, ModelFacts]:
-    facts = load_model_facts(spec.model)
+def build(
+    spec: SimSpec, facts: ModelFacts | None = None
+) -> tuple[EngineConfig, LatencyProfile, ModelFacts]:
+    """`facts`, when given, describe the model instead of `spec.model`'s config."""
+    facts = facts or load_model_facts(spec.model)
     device = get_device(spec.gpu)
     fmt = get_format(spec.weight_format, facts.shipped_format)
     layout = evaluate(
