@@ -53,7 +53,9 @@ def sim(
     max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens"),
     block_size: int | None = typer.Option(None, "--block-size"),
     efficiency: float | None = typer.Option(
-        None, "--efficiency", help="Share of the roofline reached (default: the profile's calibrated share, 0.614 on GPUs)."
+        None,
+        "--efficiency",
+        help="Share of the roofline reached (default: the profile's, 0.614 on GPUs).",
     ),
     reasoning_parser: bool | None = typer.Option(
         None,
