@@ -205,6 +205,10 @@ def summarize(records: Sequence[Record], t0: float, t1: float) -> dict[str, Any]
     tokens = 0.0
     ttft: list[float] = []
     itl: list[float] = []
+    # Long outputs (cut runs): few requests start inside the window, so also every gap whose
+    # chunk arrived in it, and the TTFT of every request (the ramp's prefill burst).
+    itl_window: list[float] = []
+    ttft_all: list[float] = []
     errors: dict[str, int] = {}
     sent = ok = 0
     for good, error, started, first, gaps, out_tokens in records:
@@ -218,9 +222,13 @@ def summarize(records: Sequence[Record], t0: float, t1: float) -> dict[str, Any]
         share = out_tokens / chunks if out_tokens > 0 else 1.0
         at = started + first
         tokens += share * (t0 <= at < t1)
+        ttft_all.append(first)
         for gap in gaps:
             at += gap
-            tokens += share * (t0 <= at < t1)
+            inside = t0 <= at < t1
+            tokens += share * inside
+            if inside:
+                itl_window.append(gap)
         if in_window:
             ok += 1
             ttft.append(first)
@@ -237,4 +245,8 @@ def summarize(records: Sequence[Record], t0: float, t1: float) -> dict[str, Any]
         "ttft_p99_ms": round(percentile(ttft, 99) * ms, 3),
         "itl_p50_ms": round(percentile(itl, 50) * ms, 3),
         "itl_p99_ms": round(percentile(itl, 99) * ms, 3),
+        "itl_window_p50_ms": round(percentile(itl_window, 50) * ms, 3),
+        "itl_window_p99_ms": round(percentile(itl_window, 99) * ms, 3),
+        "ttft_all_p50_ms": round(percentile(ttft_all, 50) * ms, 3),
+        "ttft_all_p99_ms": round(percentile(ttft_all, 99) * ms, 3),
     }

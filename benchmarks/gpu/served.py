@@ -470,7 +470,7 @@ async def decode_rounds(
                     log(
                         f"{name:>8} c={conc:<4} r={rnd} {row['output_tok_s']:>9.1f} tok/s "
                         f"({row['per_user_tok_s']:.1f}/user) engine {row.get('engine_tok_s')} "
-                        f"ITL p50 {row['itl_p50_ms']:.2f} ms errors {row['errors']} "
+                        f"ITL p50 {row['itl_window_p50_ms']:.2f} ms errors {row['errors']} "
                         f"aborted in {row['abort_s']} s"
                     )
     finally:
@@ -488,7 +488,8 @@ def decode_summary(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> li
             mine = [r for r in runs if r["concurrency"] == conc and r["target"] == target]
             if not mine:
                 continue
-            for key in ("output_tok_s", "per_user_tok_s", "itl_p50_ms", "ttft_p50_ms"):
+            for key in ("output_tok_s", "per_user_tok_s", "itl_window_p50_ms",
+                        "itl_window_p99_ms", "ttft_all_p50_ms", "ttft_all_p99_ms"):  # fmt: skip
                 row[f"{target}_{key}"] = round(statistics.median(r[key] for r in mine), 3)
             engine = [r["engine_tok_s"] for r in mine if "engine_tok_s" in r]
             if engine:

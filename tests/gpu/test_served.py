@@ -240,8 +240,9 @@ def test_small_pieces() -> None:
 def test_decode_summary() -> None:
     def run(target: str, tok: float) -> dict[str, Any]:
         return {"concurrency": 64, "target": target, "output_tok_s": tok,
-                "per_user_tok_s": tok / 64, "itl_p50_ms": 20.0, "ttft_p50_ms": 300.0,
-                "errors": 0, "abort_s": 0.5, "engine_tok_s": tok}  # fmt: skip
+                "per_user_tok_s": tok / 64, "itl_window_p50_ms": 20.0, "itl_window_p99_ms": 30.0,
+                "ttft_all_p50_ms": 300.0, "ttft_all_p99_ms": 900.0, "errors": 0,
+                "abort_s": 0.5, "engine_tok_s": tok}  # fmt: skip
 
     (row,) = served.decode_summary(
         [run("direct", 4000), run("gateway", 3900), run("direct", 4200), run("gateway", 4100)],

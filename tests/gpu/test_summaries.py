@@ -21,6 +21,11 @@ def test_window_counts_tokens_by_chunk_arrival() -> None:
     assert s["ttft_p50_ms"] == pytest.approx(100.0)
     assert s["itl_p50_ms"] == pytest.approx(50.0)
     assert s["error_kinds"] == {"HTTP 500": 1}
+    # every gap whose chunk arrived in the window, from any request (cut runs of long outputs)
+    # inside: early's gaps arriving at 2.0 and 2.5 s (0.5 s), inside's two (0.05 s)
+    assert s["itl_window_p99_ms"] == pytest.approx(500.0, rel=0.01)
+    assert 50.0 <= s["itl_window_p50_ms"] <= 500.0
+    assert s["ttft_all_p50_ms"] == pytest.approx(100.0)
 
 
 def _run(target: str, conc: int, rnd: int, tok_s: float, ttft: float) -> dict[str, object]:
