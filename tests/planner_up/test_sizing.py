@@ -128,3 +128,13 @@ def test_the_embedded_default_plans_fast() -> None:
     started = time.perf_counter()
     plan_local(cfg, {cfg.models[0].name: "/m"}, MachineFacts([0, 1], 20 * GiB))
     assert time.perf_counter() - started < 1.0
+
+
+def test_a_fixed_layout_keeps_its_data_parallel_and_expert_parallel_flags() -> None:
+    """`parallel: {dp: 8, ep: true}` reaches the engine as --data-parallel-size 8 and
+    --enable-expert-parallel (they were dropped whenever the config fixed the layout)."""
+    one_node = R1_16_H200.replace("nodes: 2", "nodes: 1")
+    s = size_model(config(one_node + "    parallel: {tp: 1, dp: 8, ep: true}\n"), 0)
+    assert dict(s.extra_args) == {"data_parallel_size": 8, "enable_expert_parallel": True}
+    plain = size_model(config(R1_16_H200 + "    parallel: {tp: 8, pp: 2}\n"), 0)
+    assert plain.extra_args == ()

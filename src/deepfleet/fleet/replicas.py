@@ -140,8 +140,13 @@ def size_model(
         raise InfeasibleConfig(infeasible_lines(index, model, result))
     args = {k.replace("-", "_") for k in model.engine_args}
     fixed = model.parallel if isinstance(model.parallel, ParallelSpec) else None
-    extra = {k: v for k, v in best.engine_args().items() if k in ("data_parallel_size",)}
-    if best.ep:
+    # Data-parallel attention ranks and expert parallelism: the config's when it fixes the
+    # layout, else the planner's.
+    dp, ep = (fixed.dp, fixed.ep) if fixed else (best.attn_dp, best.ep)
+    extra: dict[str, int | float | bool] = {}
+    if dp > 1:
+        extra["data_parallel_size"] = dp
+    if ep:
         extra["enable_expert_parallel"] = True
     return Sizing(
         replicas=model.replicas if isinstance(model.replicas, int) else best.dp,
@@ -154,7 +159,7 @@ def size_model(
         else best.gpu_memory_utilization,
         cpu_kv_cache_gib=best.kv_cache_space_gib if KV_SPACE_ENV not in model.engine_env else None,
         layout=best.label,
-        extra_args=tuple(extra.items()) if fixed is None else (),
+        extra_args=tuple(extra.items()),
     )
 
 
