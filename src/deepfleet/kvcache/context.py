@@ -304,11 +304,15 @@ class _Observed:
         self.inner = inner
         self._context = context
         self._model = model
+        # Checked once: isinstance against a runtime Protocol costs ~11 us per request.
+        self._explains: ExplainingPolicy | None = (
+            inner if isinstance(inner, ExplainingPolicy) else None
+        )
 
     def order(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
         snapshot = self._context.snapshot(endpoints, request)
-        if isinstance(self.inner, ExplainingPolicy):
-            decision = self.inner.decide(request, snapshot)
+        if self._explains is not None:
+            decision = self._explains.decide(request, snapshot)
         else:
             decision = Decision(self.inner.order(request, snapshot), "order")
         self._context.record(self._model, self.name, request, decision)
