@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What the end-to-end tests need beyond the project venv: Debian packages (Prometheus,
-# shellcheck, Chromium) and the Open-WebUI venv. Idempotent; run by `make test`.
+# What the end-to-end tests need beyond the project venv: Debian packages (Prometheus, the
+# linter shellcheck, Chromium) and the Open-WebUI venv. Idempotent; run by `make test`.
 # Without root (or apt) the Debian part is skipped with a note, and the tests that need those
 # tools skip with a reason that names this script.
 set -euo pipefail
