@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from deepfleet.bench.stats import Distribution
 from deepfleet.sim.engine import EngineConfig, SimEngine, VirtualClock
@@ -23,6 +24,43 @@ class VirtualRun:
     duration_s: float
 
 
+def _engine(config: EngineConfig, profile: LatencyProfile) -> tuple[SimEngine, VirtualClock]:
+    clock = VirtualClock()
+    tokenizer = FastTokenizer()
+    engine = SimEngine(config, profile, tokenizer, OutputModel(tokenizer, reasons=False), clock)
+    engine.start()
+    return engine, clock
+
+
+async def _request(
+    engine: SimEngine, clock: VirtualClock, index: int, prompt_tokens: int, output_tokens: int
+) -> AsyncIterator[tuple[float, float | None, float, int]]:
+    """Request `index` (a prompt no other index shares), fixed output length: per chunk, its
+    (start, previous chunk's time or None for the first, time, tokens)."""
+    prompt = [index * 1_000_003 + i for i in range(prompt_tokens)]
+    start = clock.now()
+    last: float | None = None
+    async for tokens in engine.submit(prompt, output_tokens, ignore_eos=True).tokens():
+        now = clock.now()
+        yield start, last, now, len(tokens)
+        last = now
+
+
+@dataclass
+class _Latencies:
+    """TTFT per request; ITL per token (the tokens of one chunk after its first arrive at 0)."""
+
+    ttfts: list[float] = field(default_factory=list)
+    itls: list[float] = field(default_factory=list)
+
+    def add(self, start: float, last: float | None, now: float, tokens: int) -> None:
+        if last is None:
+            self.ttfts.append(now - start)
+        else:
+            self.itls.append(now - last)
+        self.itls.extend([0.0] * (tokens - 1))
+
+
 async def run_virtual(
     config: EngineConfig,
     profile: LatencyProfile,
@@ -33,37 +71,22 @@ async def run_virtual(
     output_tokens: int,
 ) -> VirtualRun:
     """`requests` requests of distinct prompts, `concurrency` at a time, fixed output length."""
-    clock = VirtualClock()
-    tokenizer = FastTokenizer()
-    engine = SimEngine(config, profile, tokenizer, OutputModel(tokenizer, reasons=False), clock)
-    engine.start()
-    ttfts: list[float] = []
-    itls: list[float] = []
+    engine, clock = _engine(config, profile)
+    seen = _Latencies()
     slots = asyncio.Semaphore(concurrency)
 
     async def one(index: int) -> None:
         async with slots:
-            prompt = [index * 1_000_003 + i for i in range(prompt_tokens)]
-            start = last = clock.now()
-            stream = engine.submit(prompt, output_tokens, ignore_eos=True)
-            first = True
-            async for tokens in stream.tokens():
-                now = clock.now()
-                if first:
-                    ttfts.append(now - start)
-                    first = False
-                else:
-                    itls.append(now - last)
-                itls.extend([0.0] * (len(tokens) - 1))
-                last = now
+            async for chunk in _request(engine, clock, index, prompt_tokens, output_tokens):
+                seen.add(*chunk)
 
     await asyncio.gather(*(one(i) for i in range(requests)))
     await engine.stop()
     duration = clock.now()
     return VirtualRun(
         output_tokens_per_s=requests * output_tokens / duration if duration else 0.0,
-        ttft=Distribution.of(ttfts),
-        itl=Distribution.of(itls),
+        ttft=Distribution.of(seen.ttfts),
+        itl=Distribution.of(seen.itls),
         duration_s=duration,
     )
 
@@ -92,13 +115,9 @@ async def run_virtual_window(
     """`concurrency` streams send one request after another (distinct prompts, fixed output
     length) until warmup + window; counted in the window [warmup, warmup + window): output
     tokens produced in it, and TTFT/ITL of the requests sent in it."""
-    clock = VirtualClock()
-    tokenizer = FastTokenizer()
-    engine = SimEngine(config, profile, tokenizer, OutputModel(tokenizer, reasons=False), clock)
-    engine.start()
+    engine, clock = _engine(config, profile)
     t0, t1 = warmup_s, warmup_s + window_s
-    ttfts: list[float] = []
-    itls: list[float] = []
+    seen = _Latencies()
     tokens = 0
     sent = itertools.count()
     in_window: list[bool] = []
@@ -106,30 +125,21 @@ async def run_virtual_window(
     async def stream() -> None:
         nonlocal tokens
         while clock.now() < t1:
-            index = next(sent)
-            prompt = [index * 1_000_003 + i for i in range(prompt_tokens)]
-            start = last = clock.now()
-            counted = t0 <= start < t1
-            first = True
-            async for chunk in engine.submit(prompt, output_tokens, ignore_eos=True).tokens():
-                now = clock.now()
-                tokens += len(chunk) * (t0 <= now < t1)
+            counted = t0 <= clock.now() < t1
+            async for start, last, now, n in _request(
+                engine, clock, next(sent), prompt_tokens, output_tokens
+            ):
+                tokens += n * (t0 <= now < t1)
                 if counted:
-                    if first:
-                        ttfts.append(now - start)
-                    else:
-                        itls.append(now - last)
-                    itls.extend([0.0] * (len(chunk) - 1))
-                first = False
-                last = now
+                    seen.add(start, last, now, n)
             in_window.append(counted)
 
     await asyncio.gather(*(stream() for _ in range(concurrency)))
     await engine.stop()
     return WindowRun(
         output_tokens_per_s=tokens / window_s,
-        ttft=Distribution.of(ttfts),
-        itl=Distribution.of(itls),
+        ttft=Distribution.of(seen.ttfts),
+        itl=Distribution.of(seen.itls),
         requests=sum(in_window),
         window_s=window_s,
     )
