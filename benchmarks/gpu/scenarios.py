@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import statistics
 import time
@@ -170,9 +171,7 @@ def overhead_summary(runs: list[dict[str, Any]], targets: list[str]) -> list[dic
     (median of the per-round differences); targets >= 0.98 and <= 1 ms."""
     out = []
     direct = targets[0]
-    for conc, gateway in (
-        (c, g) for c in sorted({r["concurrency"] for r in runs}) for g in targets[1:]
-    ):
+    for conc, gateway in itertools.product(sorted({r["concurrency"] for r in runs}), targets[1:]):
         mine = {
             t: [r for r in runs if r["concurrency"] == conc and r["target"] == t]
             for t in (direct, gateway)
