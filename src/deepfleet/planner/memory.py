@@ -229,18 +229,20 @@ def activation_bytes(
     """
     tp, h = par.tp, m.hidden_size
     heads = max(1, m.num_heads // tp)
-    per_token_extra = 0
+    mla_context_bytes = 0
     if m.mla is not None:
         a = m.mla
         qk = a.qk_nope_head_dim + a.qk_rope_head_dim
         latents = (a.q_lora_rank or 0) + a.kv_lora_rank + a.qk_rope_head_dim
         attention = heads * (qk + a.v_head_dim) + latents
         length = max_model_len or m.max_position_embeddings
-        per_token_extra = mla_profile_bytes(m, par, length, max_num_seqs, block_size, element_bytes)
+        mla_context_bytes = mla_profile_bytes(
+            m, par, length, max_num_seqs, block_size, element_bytes
+        )
     else:
         kv = kv_heads_per_rank(m, tp) * m.head_dim
         attention = 2 * heads * m.head_dim + 2 * kv
-    attention_peak = batched_tokens * element_bytes * (4 * h + attention) + per_token_extra
+    attention_peak = batched_tokens * element_bytes * (4 * h + attention) + mla_context_bytes
     mlp = 3 * m.intermediate_size // tp if m.dense_layer_count else 0
     if m.moe is not None:
         e = m.moe
