@@ -56,8 +56,9 @@ def _uptime(r: ReplicaStatus) -> str:
 def fleet_table(state: FleetState) -> Table:
     table = Table(title=f"deepfleet at {state.gateway_url} (controller pid {state.controller_pid})")
     cluster = state.cluster != "local"
+    devices = any(r.devices for r in state.replicas)
     cols = ["replica", "model", "engine", "state", "endpoint", "pid", "uptime", "restarts"]
-    for col in cols + (["layout", "nodes", "load"] if cluster else []):
+    for col in cols + (["layout", "nodes", "load"] if cluster else []) + ["devices"] * devices:
         table.add_column(col)
     for r in [*([state.gateway] if state.gateway else []), *state.replicas, *state.services]:
         color = _COLORS.get(r.state.value, "white")
@@ -74,6 +75,8 @@ def fleet_table(state: FleetState) -> Table:
         if cluster:
             load = "-" if r.load is None else f"{r.load:g}"
             row += [r.layout or "-", ", ".join(r.nodes) or "-", load]
+        if devices:
+            row.append(",".join(r.devices) or "-")
         table.add_row(*row)
     return table
 
@@ -119,6 +122,7 @@ def _replica_json(r: ReplicaStatus) -> dict[str, Any]:
         "nodes": r.nodes,
         "load": r.load,
         "detail": r.detail,
+        "devices": r.devices,
     }
 
 

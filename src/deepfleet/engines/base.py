@@ -34,6 +34,9 @@ class ReplicaPlan:
     # "ray" when the replica spans nodes (vLLM's Ray executor); None: the engine's default.
     distributed_executor_backend: str | None = None
     python: str = "python3"
+    # Local mode: the accelerator ids this replica gets (its visible-devices variable);
+    # empty: the engine sees what its environment shows.
+    devices: tuple[str, ...] = ()
     # Engine flags this model needs unless the config's engine_args say otherwise.
     engine_defaults: dict[str, Any] = field(default_factory=dict)
 

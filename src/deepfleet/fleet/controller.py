@@ -167,6 +167,7 @@ class Controller:
                 url=plan.url if plan.port else "",
                 log=str(logs / f"{plan.replica_id}.log"),
                 kv_events_port=plan.kv_events_port,
+                devices=list(plan.devices),
             )
             self.state.replicas.append(status)
             self.supervisors.append(self.launcher.runner(plan, status, self.publish, policy))

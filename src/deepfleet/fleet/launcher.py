@@ -11,13 +11,14 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines import ReplicaPlan, get_adapter
 from deepfleet.fleet.health import HttpProbe
-from deepfleet.fleet.replicas import MachineFacts, plan_local
+from deepfleet.fleet.replicas import ENGINE_VENDOR, VISIBLE_DEVICES_ENV, MachineFacts, plan_local
 from deepfleet.fleet.state import NodeStatus, ReplicaStatus
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
 
@@ -71,9 +72,13 @@ class LocalLauncher:
         policy: SupervisorPolicy,
     ) -> Supervisor:
         adapter = get_adapter(plan.model.engine)
+        spec = adapter.launch_spec(plan)
+        if plan.devices:
+            var = VISIBLE_DEVICES_ENV[ENGINE_VENDOR[plan.model.engine]]
+            spec = replace(spec, env={var: ",".join(plan.devices), **spec.env})
         return Supervisor(
             status,
-            adapter.launch_spec(plan),
+            spec,
             plan.url + adapter.health_path,
             probe=self._probe,
             on_change=on_change,

@@ -9,9 +9,12 @@ fit is refused with the reason and the nearest alternatives that would.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import psutil
 
@@ -29,14 +32,42 @@ CPU_KV_MIN_GIB, CPU_KV_MAX_GIB, CPU_KV_SHARE = 1, 2, 0.15
 KV_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 
 
+# The variable that hides devices from an engine, per device vendor, and the device nodes that
+# tell how many this machine has.
+VISIBLE_DEVICES_ENV = {"nvidia": "CUDA_VISIBLE_DEVICES", "ascend": "ASCEND_RT_VISIBLE_DEVICES"}
+ENGINE_VENDOR = {"vllm": "nvidia", "sglang": "nvidia", "vllm-ascend": "ascend", "mindie": "ascend"}
+_DEVICE_NODE = {"nvidia": re.compile(r"nvidia(\d+)"), "ascend": re.compile(r"davinci(\d+)")}
+
+
+def visible_devices(vendor: str, env: dict[str, str] | os._Environ[str] = os.environ,
+                    dev: Path = Path("/dev")) -> list[str]:  # fmt: skip
+    """The device ids an engine of `vendor` may use here: the visible-devices variable when set
+    (the container or the user already chose), else one per device node (/dev/nvidia0 ...)."""
+    chosen = env.get(VISIBLE_DEVICES_ENV[vendor])
+    if chosen is not None:
+        return [d.strip() for d in chosen.split(",") if d.strip()]
+    try:
+        names = [p.name for p in dev.iterdir()]
+    except OSError:
+        return []
+    ids = [int(m.group(1)) for n in names if (m := _DEVICE_NODE[vendor].fullmatch(n))]
+    return [str(i) for i in sorted(ids)]
+
+
 @dataclass(frozen=True)
 class MachineFacts:
     cores: list[int]
     available_bytes: int
+    # Accelerator ids per vendor ("nvidia", "ascend"); none known: engines see every device.
+    devices: dict[str, list[str]] | None = None
 
     @classmethod
     def probe(cls) -> MachineFacts:
-        return cls(sorted(os.sched_getaffinity(0)), psutil.virtual_memory().available)
+        return cls(
+            sorted(os.sched_getaffinity(0)),
+            psutil.virtual_memory().available,
+            {vendor: visible_devices(vendor) for vendor in VISIBLE_DEVICES_ENV},
+        )
 
 
 class InfeasibleConfig(Exception):
@@ -84,9 +115,25 @@ def replica_count(model: ModelSpec) -> int:
     return model.replicas if isinstance(model.replicas, int) else 1
 
 
+def parallel_args(dp: int, ep: bool) -> tuple[tuple[str, int | float | bool], ...]:
+    """Engine flags for data-parallel attention ranks and expert parallelism."""
+    extra: dict[str, int | float | bool] = {}
+    if dp > 1:
+        extra["data_parallel_size"] = dp
+    if ep:
+        extra["enable_expert_parallel"] = True
+    return tuple(extra.items())
+
+
 def _config_only(model: ModelSpec) -> Sizing:
     par = model.parallel if isinstance(model.parallel, ParallelSpec) else ParallelSpec()
-    return Sizing(replica_count(model), par.tp, par.pp, model.max_model_len)
+    return Sizing(
+        replica_count(model),
+        par.tp,
+        par.pp,
+        model.max_model_len,
+        extra_args=parallel_args(par.dp, par.ep),
+    )
 
 
 def infeasible_lines(index: int, model: ModelSpec, result: Plan) -> list[str]:
@@ -143,11 +190,6 @@ def size_model(
     # Data-parallel attention ranks and expert parallelism: the config's when it fixes the
     # layout, else the planner's.
     dp, ep = (fixed.dp, fixed.ep) if fixed else (best.attn_dp, best.ep)
-    extra: dict[str, int | float | bool] = {}
-    if dp > 1:
-        extra["data_parallel_size"] = dp
-    if ep:
-        extra["enable_expert_parallel"] = True
     return Sizing(
         replicas=model.replicas if isinstance(model.replicas, int) else best.dp,
         tp=fixed.tp if fixed else best.tp,
@@ -159,7 +201,7 @@ def size_model(
         else best.gpu_memory_utilization,
         cpu_kv_cache_gib=best.kv_cache_space_gib if KV_SPACE_ENV not in model.engine_env else None,
         layout=best.label,
-        extra_args=tuple(extra.items()),
+        extra_args=parallel_args(dp, ep),
     )
 
 
@@ -227,7 +269,8 @@ def plan_local(
         s.replicas for m, s in zip(cfg.models, sizings, strict=True) if m.engine == "vllm-cpu"
     )
     cpu_index = 0
-    for model, sizing in zip(cfg.models, sizings, strict=True):
+    devices = DevicePool(machine.devices or {})
+    for index, (model, sizing) in enumerate(zip(cfg.models, sizings, strict=True)):
         cpu = model.engine == "vllm-cpu"
         for i in range(sizing.replicas):
             port = free_port(exclude=taken)
@@ -240,7 +283,73 @@ def plan_local(
                     port=port,
                     kv_events_port=events,
                     cpu_threads=cpu_binding(machine.cores, cpu_index, cpu_total) if cpu else None,
+                    devices=devices.take(index, model, sizing),
                 )
             )
             cpu_index += int(cpu)
+    if devices.short:
+        raise InfeasibleConfig(devices.problems())
     return plans
+
+
+def devices_per_replica(model: ModelSpec, sizing: Sizing) -> int:
+    """TP x PP x data-parallel ranks, as the engine will see them (engine_args win)."""
+    dp = dict(sizing.extra_args).get("data_parallel_size", 1)
+    sizes = {"tensor_parallel_size": sizing.tp, "pipeline_parallel_size": sizing.pp,
+             "data_parallel_size": dp}  # fmt: skip
+    for key, value in model.engine_args.items():
+        if key.replace("-", "_") in sizes and isinstance(value, int):
+            sizes[key.replace("-", "_")] = value
+    return int(math.prod(sizes.values()))
+
+
+class DevicePool:
+    """Hands each accelerator replica devices of its own, in order (GPU 0-1 to the first TP 2
+    replica, 2-3 to the next), so replicas on one machine do not all land on device 0.
+
+    A model whose `engine_env` sets the visible-devices variable keeps its own choice; with no
+    device known for a vendor (none found, or no vendor) the engine sees every device.
+    """
+
+    def __init__(self, devices: dict[str, list[str]]) -> None:
+        self._free = {vendor: list(ids) for vendor, ids in devices.items()}
+        self._total = {vendor: len(ids) for vendor, ids in devices.items()}
+        self._wanted: dict[str, list[tuple[int, ModelSpec, int]]] = {}
+        self.short = False
+
+    def take(self, index: int, model: ModelSpec, sizing: Sizing) -> tuple[str, ...]:
+        vendor = ENGINE_VENDOR.get(model.engine)
+        if vendor is None or VISIBLE_DEVICES_ENV[vendor] in model.engine_env:
+            return ()
+        if not self._total.get(vendor):
+            return ()
+        need = devices_per_replica(model, sizing)
+        wanted = self._wanted.setdefault(vendor, [])
+        if not wanted or wanted[-1][0] != index:
+            wanted.append((index, model, 0))
+        i, m, n = wanted[-1]
+        wanted[-1] = (i, m, n + need)
+        free = self._free[vendor]
+        if len(free) < need:
+            self.short = True
+            return ()
+        mine, self._free[vendor] = free[:need], free[need:]
+        return tuple(mine)
+
+    def problems(self) -> list[str]:
+        lines: list[str] = []
+        for vendor, wanted in self._wanted.items():
+            total = sum(n for _, _, n in wanted)
+            if total <= self._total[vendor]:
+                continue
+            var = VISIBLE_DEVICES_ENV[vendor]
+            lines.append(
+                f"the models need {total} {vendor} devices on this machine and it has "
+                f"{self._total[vendor]} ({var} or /dev): "
+                + ", ".join(f"models[{i}] {m.name} {n}" for i, m, n in wanted)
+            )
+            lines.append(
+                "  - lower `replicas` or `parallel` of a model, or pin its devices with "
+                f"`engine_env: {{{var}: ...}}`"
+            )
+        return lines

@@ -50,6 +50,7 @@ class ReplicaStatus:
     nodes: list[str] = field(default_factory=list)
     load: float | None = None
     detail: str | None = None  # what a starting replica waits for, e.g. free devices
+    devices: list[str] = field(default_factory=list)  # local mode: the accelerators it was given
 
     @property
     def uptime_s(self) -> float | None:
