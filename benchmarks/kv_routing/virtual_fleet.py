@@ -207,7 +207,7 @@ class Fleet:
             else:
                 first, r.reason = self.policy.order(request, endpoints)[0], "order"
             pick = int(first.replica_id)
-            self.index.assume(first.replica_id, r.hashes, self.now + self.ttl)
+            self.index.assume(first.replica_id, r.hashes, self.now + self.ttl, at=self.now)
         e = self.engines[pick]
         r.replica = pick
         r.queue_at_route = (
@@ -263,7 +263,7 @@ class Fleet:
             elif isinstance(ev, Removed):
                 self.index.removed(name, [ev.hash])
             elif isinstance(ev, Cleared):
-                self.index.cleared(name)
+                self.index.cleared(name, before=self.now)
 
 
 seq_owner: dict[int, Request] = {}

@@ -172,7 +172,7 @@ def test_unknown_event_types_are_skipped() -> None:
 
 def test_sent_blocks_count_as_held_until_the_memory_expires() -> None:
     index = KvIndex()
-    index.assume("a", HASHES, until=10.0)
+    index.assume("a", HASHES, until=10.0, at=0.0)
     assert index.match(HASHES, now=1.0) == {"a": 4}  # its prefill has not ended yet
     assert index.match(HASHES) == {}  # without `now`: announced blocks only
     index.stored("a", [1, 2], None, PROMPT[:8], BS)
@@ -180,7 +180,7 @@ def test_sent_blocks_count_as_held_until_the_memory_expires() -> None:
     assert index.match(HASHES, now=5.0) == {"a": 4}
     index.stored("a", [1, 2], None, PROMPT[:8], BS)
     assert index.match(HASHES, now=11.0) == {"a": 2}  # memory gone, announced blocks remain
-    index.assume("b", HASHES[:1], until=20.0)
+    index.assume("b", HASHES[:1], until=20.0, at=0.0)
     index.cleared("b")
     assert index.match(HASHES, now=12.0) == {"a": 2}
 
@@ -188,12 +188,33 @@ def test_sent_blocks_count_as_held_until_the_memory_expires() -> None:
 def test_backlog_counts_sent_blocks_not_yet_stored() -> None:
     index = KvIndex()
     index.stored("a", [1], None, PROMPT[:4], BS)
-    index.assume("a", HASHES, until=10.0)  # block 1 is already held: 3 to compute
-    index.assume("a", HASHES, until=10.0)  # the same prompt again: no more work counted
+    index.assume("a", HASHES, until=10.0, at=0.0)  # block 1 is already held: 3 to compute
+    index.assume("a", HASHES, until=10.0, at=0.0)  # the same prompt again: no more work counted
     assert index.backlog("a", now=1.0) == 3
     index.stored("a", [2, 3], 1, PROMPT[4:12], BS)
     assert index.backlog("a", now=1.0) == 1
     index.removed("a", [2])
-    index.assume("a", HASHES, until=12.0)  # block 2 was evicted: computed again
+    index.assume("a", HASHES, until=12.0, at=0.0)  # block 2 was evicted: computed again
     assert index.backlog("a", now=1.0) == 2
     assert index.backlog("a", now=12.5) == 0
+
+
+def test_a_clear_forgets_only_what_was_sent_before_its_batch() -> None:
+    # The engine resets at 9 (idle, so everything sent before is computed and announced); its
+    # AllBlocksCleared goes out with the batch of its next step, at 10. A prompt sent at 10.5
+    # is computed after the reset: its blocks stay where they were sent, as backlog again.
+    other = list(range(500, 516))
+    streams = EventStreams(KvIndex())
+    index = streams.index
+    streams.receive("a", 0, payload(stored([1, 2, 3, 4], None, PROMPT), ts=1.0))
+    index.assume("a", HASHES, until=100.0, at=0.5)
+    index.assume("a", block_hashes(other, BS), until=100.0, at=8.0)
+    index.assume("a", HASHES[:2], until=100.0, at=10.5)
+    streams.receive("a", 1, payload(cleared(), ts=10.0))
+    assert index.match(HASHES, now=11.0) == {"a": 2}
+    assert index.match(block_hashes(other, BS), now=11.0) == {}
+    assert index.backlog("a", now=11.0) == 2
+    streams.receive("a", 2, payload(stored([7, 8], None, PROMPT[:8]), ts=12.0))
+    assert index.backlog("a", now=12.0) == 0
+    streams.restarted("a")  # a restart (or a resync) forgets everything
+    assert index.match(HASHES, now=13.0) == {} and index.backlog("a", now=13.0) == 0

@@ -268,7 +268,7 @@ class RoutingContext:
         self._routed[first.replica_id] += 1
         if policy in NEEDS_EVENTS and request.block_hashes:
             until = time.monotonic() + self.spec.pending_ttl_s
-            self.index.assume(first.replica_id, request.block_hashes, until)
+            self.index.assume(first.replica_id, request.block_hashes, until, at=time.time())
         m = self.metrics
         m.decisions.labels(model, policy, decision.reason).inc()
         if request.block_hashes:

@@ -225,8 +225,8 @@ class EventStreams:
                 )
             elif isinstance(event, BlockRemoved):
                 index.removed(s.replica, event.block_hashes)
-            else:
-                index.cleared(s.replica)
+            else:  # keeps what was sent after the batch's time
+                index.cleared(s.replica, before=ts)
 
 
 def _has_extra_keys(event: BlockStored) -> bool:

@@ -15,6 +15,12 @@ router remembers where it sent each prompt for a while (`assume`): those blocks 
 there until the memory expires, which keeps a prefix's requests together while its first
 prefill runs and after an eviction (the replica recomputes it once), as SGLang's router does
 with its approximate tree. Sent blocks not yet announced are the replica's prefill backlog.
+
+An AllBlocksCleared forgets only what was sent before it: an engine publishes the event with
+its next step's batch, seconds after the reset, and the prompts sent meanwhile are computed
+after the reset. Send times are on the engines' event clock (Unix time, the batch's `ts`);
+a prompt sent between the reset and that batch's `ts` is forgotten too, unless the batch
+announces its blocks.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class _Held:
 @dataclass(slots=True)
 class _Sent:
     until: float
+    at: float  # the latest send, on the engines' event clock
     computing: bool  # sent and not announced yet: part of the replica's prefill backlog
 
 
@@ -140,11 +147,21 @@ class KvIndex:
                 gone += self._unlink(replica, held.ours)
         return gone
 
-    def cleared(self, replica: str) -> int:
-        """AllBlocksCleared, an engine restart or a resync: forget all the replica holds."""
-        for block in [b for b, sent in self._sent.items() if replica in sent]:
-            self._forget_sent(block, replica)
+    def cleared(self, replica: str, before: float | None = None) -> int:
+        """Forget all the replica holds: an engine restart or a resync (`before` None), or an
+        AllBlocksCleared published at `before` (its batch's `ts`). Then the blocks sent to the
+        replica since are kept: it computes them after the reset, so they are its backlog
+        until it announces them again."""
         r = self._replicas.pop(replica, None)
+        for block, memory in list(self._sent.items()):
+            sent = memory.get(replica)
+            if sent is None:
+                continue
+            if before is None or sent.at < before:
+                self._forget_sent(block, replica)
+            elif not sent.computing:
+                sent.computing = True
+                self._backlog[replica] = self._backlog.get(replica, 0) + 1
         if r is None:
             return 0
         gone = 0
@@ -153,16 +170,17 @@ class KvIndex:
         return gone
 
     # -- sent -------------------------------------------------------------------------------
-    def assume(self, replica: str, hashes: Sequence[int], until: float) -> None:
-        """The router sent a prompt with these blocks to `replica`: count them as held there
-        until `until`. Bounded like stored blocks."""
+    def assume(self, replica: str, hashes: Sequence[int], until: float, at: float) -> None:
+        """The router sent a prompt with these blocks to `replica` at `at` (Unix time, the
+        clock of the events' `ts`): count them as held there until `until` (the clock of
+        `now` in `match` and `backlog`). Bounded like stored blocks."""
         for block in hashes:
             holders = self._blocks.get(block)
             held = holders is not None and replica in holders
             sent = self._sent.setdefault(block, {}).get(replica)
             if sent is None:
-                self._sent[block][replica] = sent = _Sent(until, computing=False)
-            sent.until = until
+                self._sent[block][replica] = sent = _Sent(until, at, computing=False)
+            sent.until, sent.at = until, at
             if not held and not sent.computing:
                 sent.computing = True
                 self._backlog[replica] = self._backlog.get(replica, 0) + 1
