@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the end-to-end tests need beyond the project venv: Debian packages (Prometheus, the
-# linter shellcheck, Chromium) and the Open-WebUI venv. Idempotent; run by `make test`.
+# linter shellcheck, Chromium, Redis as the fleet's shared KV store) and the Open-WebUI venv.
+# Idempotent; run by `make test`.
 # Without root (or apt) the Debian part is skipped with a note, and the tests that need those
 # tools skip with a reason that names this script.
 set -euo pipefail
@@ -9,6 +10,7 @@ need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v chromium >/dev/null || need+=(chromium)
+command -v redis-server >/dev/null || need+=(redis-server)
 if ((${#need[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "setup-test-deps: installing ${need[*]}" >&2

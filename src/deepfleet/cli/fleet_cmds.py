@@ -28,6 +28,7 @@ from deepfleet.cli.live import StatusPrinter, fleet_table, nodes_table, state_js
 from deepfleet.cli.models_cmds import prepare_bundled
 from deepfleet.config import FleetConfig
 from deepfleet.fleet.controller import Controller, FleetAlreadyRunning, acquire_lock
+from deepfleet.fleet.kv_store import KvStoreError, kv_store_service
 from deepfleet.fleet.launcher import Launcher, LauncherError, build_launcher
 from deepfleet.fleet.replicas import InfeasibleConfig
 from deepfleet.fleet.state import FleetState, ReplicaState, pid_alive
@@ -124,8 +125,10 @@ def _run_foreground(cfg: FleetConfig, state_dir: Path) -> None:
                 "the config does not fit its cluster (see above); `deepfleet plan -f FILE` explains"
             )
         try:
-            services = ui_services(cfg, state_dir)
-        except UiSetupError as exc:
+            store = kv_store_service(cfg, state_dir, plans)
+            services = [*([store] if store else []), *ui_services(cfg, state_dir)]
+        except (UiSetupError, KvStoreError) as exc:
+            asyncio.run(launcher.close())
             fail(str(exc))
         controller = Controller(cfg, state_dir, plans, services=services, launcher=launcher)
         console.print(

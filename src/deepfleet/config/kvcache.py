@@ -125,15 +125,27 @@ class RemoteTier(_Section):
         description="An existing store, e.g. redis://10.0.0.5:6379; None: the fleet starts "
         "one on `host`:`port`.",
     )
-    host: str = Field("127.0.0.1", description="Where the fleet's own store listens.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Where the fleet's own store listens; engines on other nodes need an "
+        "address they reach (this node's).",
+    )
     port: int = Field(65432, ge=1, le=65535, description="Port of the fleet's own store.")
+    max_gib: float | None = Field(
+        None,
+        gt=0,
+        description="Memory bound of the fleet's own Redis store (least recently used keys "
+        "go first); the LMCache server has no bound of its own.",
+    )
 
     @property
     def address(self) -> str:
+        """The URL engines' LMCache connectors use."""
         if self.url:
             return self.url
         scheme = "lm" if self.kind == "lmcache" else "redis"
-        return f"{scheme}://{self.host}:{self.port}"
+        reach = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"{scheme}://{reach}:{self.port}"
 
 
 class KvCacheSpec(_Section):
@@ -160,4 +172,7 @@ class KvCacheSpec(_Section):
             raise ValueError("offload `cpu` needs `cpu_gib` (GiB of CPU memory per replica)")
         if self.offload != "lmcache" and (self.disk is not None or self.remote is not None):
             raise ValueError("`disk` and `remote` tiers need `offload: lmcache`")
+        remote = self.remote
+        if remote is not None and remote.max_gib is not None and remote.kind != "redis":
+            raise ValueError("`remote.max_gib` bounds the fleet's own Redis (kind: redis)")
         return self

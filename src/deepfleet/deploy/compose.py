@@ -19,10 +19,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from deepfleet.config.ui import is_loopback
 from deepfleet.deploy.bundle import Bundle, to_yaml
 from deepfleet.deploy.k8s_ray import METRICS_PORT
 from deepfleet.deploy.multihost import render_nodes
-from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment, is_loopback
+from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment
 from deepfleet.deploy.texts import compose_readme, dockerfile
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus
 

@@ -6,7 +6,6 @@ Renderers never choose a layout or a flag themselves; they place what `deploy_pl
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -26,15 +25,6 @@ compilation, KV cache allocation (vLLM on 8 GPUs: 2-6 minutes)."""
 LOAD_SAFETY = 2.0
 """The startup budget is this many times the estimate: a probe that gives up too early
 restarts the load from zero."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class DeployError(Exception):

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from deepfleet.fleet.state import (
     STATE_FILE,
     FleetState,
     ModelRoute,
+    ReplicaState,
     ReplicaStatus,
     read_state,
     write_state,
@@ -125,6 +127,9 @@ class Service:
     policy: SupervisorPolicy = field(
         default_factory=lambda: SupervisorPolicy(startup_timeout_s=300)
     )
+    # Started, and awaited until ready (or its startup timeout), before the replicas: a store
+    # the engines connect to when they start.
+    before_replicas: bool = False
 
 
 class Controller:
@@ -201,12 +206,19 @@ class Controller:
             for svc in services
         ]
         self.state.services = [svc.status for svc in services]
+        self._first = [
+            (sup, svc.policy.startup_timeout_s)
+            for sup, svc in zip(self.services, services, strict=True)
+            if svc.before_replicas
+        ]
         self._listeners: list[Callable[[FleetState], None]] = []
+        self._changed = asyncio.Event()  # set on every publish
 
     def subscribe(self, listener: Callable[[FleetState], None]) -> None:
         self._listeners.append(listener)
 
     def publish(self) -> None:
+        self._changed.set()
         write_state(self.state_path, self.state)
         for listener in self._listeners:
             listener(self.state)
@@ -222,13 +234,29 @@ class Controller:
                 self.publish()
             await asyncio.sleep(self._node_poll_s)
 
+    async def _wait_first(self, stop: asyncio.Event) -> None:
+        """Until every before-replicas service is ready, gave up, or the fleet is stopped.
+        One that does not come up is reported in its status; the replicas start anyway."""
+        for sup, timeout_s in self._first:
+            deadline = time.monotonic() + timeout_s
+            while sup.status.state is not ReplicaState.READY and sup.status.restarts == 0:
+                left = deadline - time.monotonic()
+                if left <= 0 or stop.is_set():
+                    break
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then stop the gateway (it drains) and every engine."""
         self.publish()
-        everything = (self.gateway, *self.supervisors, *self.services)
-        tasks = [asyncio.ensure_future(s.run()) for s in everything]
+        first = [sup for sup, _ in self._first]
+        tasks = [asyncio.ensure_future(s.run()) for s in first]
         nodes = asyncio.ensure_future(self._watch_nodes())
         try:
+            await self._wait_first(stop)
+            rest = [s for s in (self.gateway, *self.supervisors, *self.services) if s not in first]
+            tasks += [asyncio.ensure_future(s.run()) for s in rest]
             await stop.wait()
         finally:
             self.state.stopping = True

@@ -1,18 +1,27 @@
-"""HTTP health probes for supervised processes."""
+"""Health probes for supervised processes: HTTP for engines, the gateway and the UI; a TCP
+connect for stores that speak no HTTP (the shared KV store)."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from urllib.parse import urlsplit
 
 import aiohttp
 
 
 class HttpProbe:
-    """GET a URL; healthy means HTTP 200 within the timeout. One pooled session for all probes."""
+    """GET a URL; healthy means HTTP 200 within the timeout. One pooled session for all probes.
+    A `tcp://host:port` URL is healthy when a connection opens within the timeout."""
 
     def __init__(self, timeout_s: float = 3.0) -> None:
+        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def __call__(self, url: str) -> bool:
+        if url.startswith("tcp://"):
+            return await self._connects(url)
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
@@ -20,6 +29,19 @@ class HttpProbe:
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
+
+    async def _connects(self, url: str) -> bool:
+        parts = urlsplit(url)
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname, parts.port), self._timeout_s
+            )
+        except (TimeoutError, OSError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     async def close(self) -> None:
         if self._session is not None:

@@ -109,5 +109,10 @@ def shared_store_launch(spec: KvCacheSpec, python: str = sys.executable) -> list
         return None
     if remote.kind == "lmcache":
         return [python, "-m", "lmcache.v1.server", remote.host, str(remote.port)]
-    return ["redis-server", "--bind", remote.host, "--port", str(remote.port),
+    # A cache, not a database: no snapshots, no append-only file.
+    argv = ["redis-server", "--bind", remote.host, "--port", str(remote.port),
             "--save", "", "--appendonly", "no"]  # fmt: skip
+    if remote.max_gib is not None:
+        argv += ["--maxmemory", f"{int(remote.max_gib * (1 << 30))}",
+                 "--maxmemory-policy", "allkeys-lru"]  # fmt: skip
+    return argv
