@@ -94,6 +94,9 @@ class ImagesSpec(Strict):
     open_webui: str = Field("ghcr.io/open-webui/open-webui:main", description="Open-WebUI.")
     prometheus: str = Field("prom/prometheus:v2.53.0", description="Prometheus (compose).")
     grafana: str = Field("grafana/grafana:11.1.0", description="Grafana (compose).")
+    redis: str = Field(
+        "redis:7.4", description="Redis, the shared KV store with kv_cache.remote.kind: redis."
+    )
     vllm_ascend: str = Field(
         "quay.io/ascend/vllm-ascend:v0.11.0rc0", description="vllm-ascend image (Ascend nodes)."
     )

@@ -26,10 +26,12 @@ from deepfleet.deploy.multihost import render_nodes
 from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment
 from deepfleet.deploy.texts import compose_readme, dockerfile
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus
+from deepfleet.kvcache.offload import container_store
 
 STATE_DIR = "/var/lib/deepfleet"
 KEY_FILE = f"{STATE_DIR}/admin-key.json"
 WEBUI_PORT = 8080
+KV_STORE = "kv-store"
 GRAFANA_PORT = 3000
 HEALTH_INTERVAL_S = 30
 
@@ -59,12 +61,24 @@ def _endpoints(dp: DeployPlan, multi_host: bool) -> list[tuple[ModelDeployment, 
     return out
 
 
-def _engines(dp: DeployPlan) -> dict[str, Any]:
+def _kv_store(dp: DeployPlan) -> tuple[dict[str, Any], str] | None:
+    """The fleet's own shared KV store as a service, and the URL engines reach it at."""
+    store = container_store(dp.cfg.kv_cache, KV_STORE)
+    remote = dp.cfg.kv_cache.remote
+    if store is None or remote is None:
+        return None
+    argv, url = store
+    images = dp.cfg.deploy.images
+    image = images.vllm if remote.kind == "lmcache" else images.redis
+    return {"image": image, "entrypoint": argv, "restart": "unless-stopped"}, url
+
+
+def _engines(dp: DeployPlan, kv_store: str | None) -> dict[str, Any]:
     d = dp.cfg.deploy
     services: dict[str, Any] = {}
     next_device = 0
     for m, r, port in dp.engines():
-        spec = m.launch(r, "0.0.0.0", port)
+        spec = m.launch(r, "0.0.0.0", port, kv_store=kv_store)
         devices = [str(i) for i in range(next_device, next_device + m.devices_per_replica)]
         next_device += m.devices_per_replica
         services[engine_service(m, r)] = {
@@ -91,6 +105,8 @@ def _engines(dp: DeployPlan) -> dict[str, Any]:
             ),
             "restart": "unless-stopped",
         }
+        if kv_store:
+            services[engine_service(m, r)]["depends_on"] = [KV_STORE]
     return services
 
 
@@ -262,8 +278,10 @@ def render_compose(dp: DeployPlan, config_text: str) -> Bundle:
     multi_host = dp.cfg.cluster.nodes > 1
     _check(dp, multi_host)
     bundle = Bundle()
-    engines = {} if multi_host else _engines(dp)
+    store = None if multi_host else _kv_store(dp)
+    engines = {} if multi_host else _engines(dp, store[1] if store else None)
     services: dict[str, Any] = {
+        **({KV_STORE: store[0]} if store else {}),
         **engines,
         "gateway": _gateway(dp, list(engines)),
         **_monitoring(dp, bundle, multi_host),

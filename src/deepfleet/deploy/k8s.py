@@ -249,6 +249,15 @@ def _check(dp: DeployPlan) -> None:
                 "and the probes reach the gateway"
             ]
         )
+    kv = dp.cfg.kv_cache
+    if kv.offload == "lmcache" and kv.remote is not None and not kv.remote.url:
+        raise DeployError(
+            [
+                "kv_cache.remote.url: on Kubernetes the replicas share a store through a "
+                "Service; give its URL (e.g. redis://redis.kv:6379 or lm://lmcache.kv:65432). "
+                "The fleet starts a store of its own with `deepfleet up` and compose."
+            ]
+        )
 
 
 def render_k8s(dp: DeployPlan, config_text: str) -> Bundle:

@@ -15,9 +15,11 @@ import shlex
 from deepfleet.deploy.bundle import Bundle, Raw, Var, Word, command, script
 from deepfleet.deploy.k8s_ray import METRICS_PORT
 from deepfleet.deploy.plan import DeployPlan
+from deepfleet.kvcache.offload import container_store
 
 CONTAINER = "deepfleet-ray"
 LOG_DIR = "/var/log/deepfleet"
+KV_STORE = "deepfleet-kv-store"
 
 
 def _node_script(dp: DeployPlan, index: int) -> str:
@@ -65,14 +67,35 @@ def _node_script(dp: DeployPlan, index: int) -> str:
     )
 
 
+def _store_lines(dp: DeployPlan) -> tuple[list[str], str | None]:
+    """serve.sh's lines that start the fleet's own shared KV store on the head (Redis in its
+    own container, the LMCache server in the head's), and the URL engines reach it at."""
+    store = container_store(dp.cfg.kv_cache, str(dp.cfg.deploy.nodes[0].address))
+    if store is None:
+        return [], None
+    argv, url = store
+    lines = ["", f"# the fleet's shared KV store (kv_cache.remote): {url}"]
+    words: list[Word]
+    if argv[0] == "redis-server":
+        lines.append(f"docker rm --force {KV_STORE} >/dev/null 2>&1 || true  # a new, empty cache")
+        words = ["docker", "run", "--detach", "--name", KV_STORE, "--network", "host",
+                 "--restart", "unless-stopped", dp.cfg.deploy.images.redis, *argv]  # fmt: skip
+    else:
+        inner = f"exec {shlex.join(argv)} >> {shlex.quote(f'{LOG_DIR}/{KV_STORE}.log')} 2>&1"
+        words = ["docker", "exec", "--detach", CONTAINER, "/bin/bash", "-c", inner]
+    return [*lines, command(words)], url
+
+
 def _serve_script(dp: DeployPlan) -> str:
     lines = [
         f"docker exec {CONTAINER} ray status  # every node should be listed before the engines "
         "start",
         f"docker exec {CONTAINER} mkdir -p {LOG_DIR}",
     ]
+    store, kv_store = _store_lines(dp)
+    lines += store
     for m, r, port in dp.engines():
-        spec = m.launch(r, "0.0.0.0", port, ray=True)
+        spec = m.launch(r, "0.0.0.0", port, ray=True, kv_store=kv_store)
         log = f"{LOG_DIR}/{m.spec.name.replace('/', '_')}-{r}.log"
         inner = f"exec {shlex.join(spec.argv)} >> {shlex.quote(log)} 2>&1"
         words: list[Word] = ["docker", "exec", "--detach"]

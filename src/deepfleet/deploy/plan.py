@@ -7,15 +7,17 @@ Renderers never choose a layout or a flag themselves; they place what `deploy_pl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 from deepfleet.catalog.hardware import Device, GiB, UnknownDeviceError
 from deepfleet.catalog.models import ModelFacts, ModelFactsError, load_model_facts
+from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.config.schema import FleetConfig, ModelSpec
 from deepfleet.engines.base import LaunchSpec, ReplicaPlan
 from deepfleet.engines.registry import get_adapter
+from deepfleet.kvcache.offload import offload_plans
 from deepfleet.planner import Layout, plan
 from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
 
@@ -47,6 +49,7 @@ class ModelDeployment:
     weight_bytes: int
     devices_per_node: int
     note: str | None = None
+    kv_cache: KvCacheSpec = field(default_factory=KvCacheSpec)
 
     @property
     def devices_per_replica(self) -> int:
@@ -87,8 +90,13 @@ class ModelDeployment:
             engine_defaults=self.engine_defaults(ray),
         )
 
-    def launch(self, replica: int, host: str, port: int, ray: bool = False) -> LaunchSpec:
+    def launch(
+        self, replica: int, host: str, port: int, ray: bool = False, kv_store: str | None = None
+    ) -> LaunchSpec:
+        """The engine's command line and environment, with `kv_cache:`'s offload arguments;
+        `kv_store`: the shared store's URL as this deployment's engines reach it."""
         plan = self.replica_plan(replica, host, port, ray)
+        (plan,), _ = offload_plans([plan], self.kv_cache, kv_store)
         return get_adapter(self.spec.engine).launch_spec(plan)
 
     def load_budget_s(self, gib_per_s: float) -> int:
@@ -191,6 +199,7 @@ def _deploy_model(cfg: FleetConfig, i: int, spec: ModelSpec) -> ModelDeployment:
         weight_bytes=result.weight_bytes,
         devices_per_node=per_node,
         note=note,
+        kv_cache=cfg.kv_cache,
     )
 
 

@@ -41,7 +41,9 @@ def kv_transfer_config(spec: KvCacheSpec) -> dict[str, object] | None:
     return None
 
 
-def lmcache_env(spec: KvCacheSpec) -> dict[str, str]:
+def lmcache_env(spec: KvCacheSpec, remote_url: str | None = None) -> dict[str, str]:
+    """LMCache's variables; `remote_url`: where this deployment's engines reach the shared
+    store when that differs from the config's address (a container's service name)."""
     env = {
         "LMCACHE_CHUNK_SIZE": str(spec.chunk_size),
         "LMCACHE_LOCAL_CPU": "True" if spec.cpu_gib else "False",
@@ -51,7 +53,7 @@ def lmcache_env(spec: KvCacheSpec) -> dict[str, str]:
         env["LMCACHE_LOCAL_DISK"] = f"file://{spec.disk.path.expanduser()}/"
         env["LMCACHE_MAX_LOCAL_DISK_SIZE"] = f"{spec.disk.gib:g}"
     if spec.remote is not None:
-        env["LMCACHE_REMOTE_URL"] = spec.remote.address
+        env["LMCACHE_REMOTE_URL"] = remote_url or spec.remote.address
         env["LMCACHE_REMOTE_SERDE"] = "naive"
     return env
 
@@ -67,7 +69,7 @@ def offload_args(spec: KvCacheSpec, engine: str) -> EngineExtras:
 
 
 def offload_plans(
-    plans: Sequence[ReplicaPlan], spec: KvCacheSpec
+    plans: Sequence[ReplicaPlan], spec: KvCacheSpec, remote_url: str | None = None
 ) -> tuple[list[ReplicaPlan], list[str]]:
     """Every plan with its engine's offload arguments, and a note per model that gets none.
 
@@ -85,7 +87,7 @@ def offload_plans(
             skipped[model.name] = model.engine
             out.append(plan)
             continue
-        env = lmcache_env(spec) if spec.offload == "lmcache" else {}
+        env = lmcache_env(spec, remote_url) if spec.offload == "lmcache" else {}
         out.append(
             replace(
                 plan,
@@ -116,3 +118,17 @@ def shared_store_launch(spec: KvCacheSpec, python: str = sys.executable) -> list
         argv += ["--maxmemory", f"{int(remote.max_gib * (1 << 30))}",
                  "--maxmemory-policy", "allkeys-lru"]  # fmt: skip
     return argv
+
+
+def container_store(spec: KvCacheSpec, host: str) -> tuple[list[str], str] | None:
+    """The fleet's own store in a container deployment: its command (python3 of the engine
+    image, listening on every address) and the URL engines reach it at through `host`."""
+    remote = spec.remote
+    if remote is None:
+        return None
+    bound = spec.model_copy(update={"remote": remote.model_copy(update={"host": "0.0.0.0"})})
+    argv = shared_store_launch(bound, python="python3")
+    if argv is None:
+        return None
+    scheme = "lm" if remote.kind == "lmcache" else "redis"
+    return argv, f"{scheme}://{host}:{remote.port}"
