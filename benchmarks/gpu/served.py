@@ -78,6 +78,8 @@ class ServedSpec:
     served_name: str = ""
     eager: bool = False
     """--enforce-eager: no torch.compile or CUDA graphs (the short start of the smoke test)."""
+    replicas: int = 1
+    """Replicas on the one node; deepfleet's local launcher gives each its own GPUs."""
 
     @property
     def gpus(self) -> int:
@@ -117,10 +119,11 @@ class ServedSpec:
         if self.ep:
             parallel["ep"] = True
         return {
-            "cluster": {"mode": "local", "nodes": 1, "devices_per_node": self.gpus,
+            "cluster": {"mode": "local", "nodes": 1, "devices_per_node": self.gpus * self.replicas,
                         "device": planner_check.H200},
             "models": [{
-                "name": self.name, "source": str(model_dir), "engine": "vllm", "replicas": 1,
+                "name": self.name, "source": str(model_dir), "engine": "vllm",
+                "replicas": self.replicas,
                 "parallel": parallel, "max_model_len": self.max_model_len,
                 "engine_args": self.engine_args(), "engine_env": {**SAFE_ENV, **self.env},
                 "routing": "round_robin",
@@ -151,6 +154,8 @@ SCENARIOS: dict[str, ServedSpec] = {
     "v3-tp2": ServedSpec("v3-tp2", "dsv3-8l", tp=2, env=DEEPSEEK_ENV),
     # The same flow on one GPU in ~1 minute of engine start: proves it on the single H200.
     "smoke": ServedSpec("smoke", "qwen2-1.5b", max_num_seqs=64, eager=True),
+    # Two replicas on a two-GPU machine: each must land on its own GPU (CUDA_VISIBLE_DEVICES).
+    "smoke2": ServedSpec("smoke2", "qwen2-1.5b", max_num_seqs=64, eager=True, replicas=2),
 }  # fmt: skip
 
 
@@ -207,6 +212,18 @@ def gpu_count() -> int | None:
         return None
     done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
     return sum(line.startswith("GPU ") for line in done.stdout.splitlines())
+
+
+def gpu_memory() -> list[dict[str, str]] | None:
+    """Per GPU: index and memory used (MiB), as nvidia-smi reports it; None without it."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    done = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    rows = [line.split(",") for line in done.stdout.splitlines() if "," in line]
+    return [{"index": i.strip(), "memory_used_mib": m.strip()} for i, m in rows]
 
 
 def need_gpus(needed: int, fake: bool) -> None:
@@ -374,7 +391,7 @@ async def served(
         str(model_dir), spec.utilization, spec.max_model_len,
         parallel=spec.parallel, max_num_seqs=spec.max_num_seqs,
     )  # fmt: skip
-    need_gpus(spec.gpus, run.fake)
+    need_gpus(spec.gpus * spec.replicas, run.fake)
     fleet = Fleet(run, spec, config_path, state_dir)
     t_up = time.monotonic()
     fleet.start()
@@ -393,6 +410,11 @@ async def served(
         assert state is not None and state.gateway is not None
         targets = {"direct": state.replicas[0].url, "gateway": state.gateway.url}
         results.put("targets", targets)
+        results.put("placement", {
+            "replicas": {r.replica_id: {"devices": r.devices, "pid": r.pid}
+                         for r in state.replicas},
+            "gpus": gpu_memory(),
+        })  # fmt: skip
         if measure:
             await decode_rounds(run, results, spec.name, targets, decode, rows)
     except (TimeoutError, RuntimeError) as exc:

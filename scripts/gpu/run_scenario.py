@@ -11,6 +11,8 @@ Scenarios, in the order given, under one hard time budget (--budget seconds for 
   routing    --routing-engines engines sharing the GPU (or --routing-gpus-per-engine N: each
              engine on its own N GPUs), a kv_aware and a round_robin gateway, a multi-turn
              shared-prefix workload per policy from empty prefix caches
+  offload    two engines with the same small GPU KV cache, one with the offload config that
+             `kv_cache: {offload: cpu}` generates; documents sent twice (benchmarks/gpu/offload.py)
 Issue 12 (benchmarks/gpu/served.py), each through `deepfleet up` with a generated fleet.yaml:
   r1         DeepSeek-R1 (61 layers, fp8, MTP off, dummy weights), TP 8 on 8 GPUs: start time,
              memory lines vs the planner, decode at 1/64/256 streams of 1K in / 1K out,
@@ -50,7 +52,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT), str(ROOT / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(":"))]
 )
 
-from benchmarks.gpu import scenarios, served  # noqa: E402
+from benchmarks.gpu import offload, scenarios, served  # noqa: E402
 from benchmarks.gpu.procs import Budget, Procs, log, on_signals  # noqa: E402
 
 LOG_HEAD, LOG_TAIL = 200, 150
@@ -59,8 +61,9 @@ LOG_HEAD, LOG_TAIL = 200, 150
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
-        "scenarios", nargs="+", choices=("overhead", "planner", "routing", *served.SCENARIOS)
-    )
+        "scenarios", nargs="+",
+        choices=("overhead", "planner", "routing", "offload", *served.SCENARIOS),
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     p.add_argument("--budget", type=float, default=540, help="seconds for the whole run")
     p.add_argument("--models", type=Path, default=ROOT / ".gpu-models")
@@ -104,6 +107,13 @@ def parse() -> argparse.Namespace:
     g.add_argument("--routing-max-tokens", type=int, default=64)
     g.add_argument("--policy-limit", type=float, default=120, help="seconds per policy run")
     g.add_argument("--repeats", type=int, default=1)
+    g = p.add_argument_group("offload (kv_cache offload: cpu vs none)")
+    g.add_argument("--offload-model", default="qwen2-7b")
+    g.add_argument("--offload-gpu-kv-gib", type=float, default=2.0)
+    g.add_argument("--offload-cpu-gib", type=float, default=32.0)
+    g.add_argument("--offload-docs", type=int, default=48)
+    g.add_argument("--offload-doc-len", type=int, default=3000)
+    g.add_argument("--offload-start-cap", type=float, default=320)
     g = p.add_argument_group("r1, r1-dp, v3-tp2 (issue 12, through deepfleet up)")
     g.add_argument("--served-start-cap", type=float, default=430, help="seconds to ready")
     g.add_argument("--decode-concurrency", default="1,64,256")
@@ -189,6 +199,11 @@ async def main(args: argparse.Namespace, procs: Procs, budget: Budget) -> None:
                 await served.served(
                     run, served_spec(args, name), decode, args.served_start_cap,
                     measure=not args.no_decode,
+                )  # fmt: skip
+            elif name == "offload":
+                await offload.offload(
+                    run, args.offload_model, args.offload_gpu_kv_gib, args.offload_cpu_gib,
+                    args.offload_docs, args.offload_doc_len, args.offload_start_cap,
                 )  # fmt: skip
             elif name == "planner":
                 await scenarios.planner(

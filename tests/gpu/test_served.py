@@ -289,3 +289,12 @@ def test_fake_issue12_flow_through_deepfleet_up(models: Path, tmp_path: Path) ->
     assert routing["settings"]["gpu_memory_utilization"] == 0.92
     logs = (out / "logs.txt").read_text()
     assert "===== r1-r1-0.log" in logs and "===== r1-gateway.log" in logs
+
+
+def test_smoke2_gives_each_replica_its_own_gpu(models: Path, tmp_path: Path) -> None:
+    cfg = validate(config("smoke2", models, tmp_path))
+    assert cfg.cluster.devices_per_node == 2 and cfg.models[0].replicas == 2
+    paths = {cfg.models[0].name: cfg.models[0].source}
+    machine = MachineFacts([0, 1], 2**40, {"nvidia": ["0", "1"], "ascend": []})
+    plans = plan_local(cfg, paths, machine, "python3")
+    assert [p.devices for p in plans] == [("0",), ("1",)]
