@@ -7,6 +7,8 @@ A whole sweep takes seconds, so a policy change can be checked over many seeds b
 What it leaves out: HTTP and tokenization latency, and the event and scrape delays of the real
 run (KV events apply at the end of the step that produced them; load is read every
 `scrape_s`). Times are wall-clock seconds of sim_sweep.py's runs (simulated time / speed).
+`--jitter F --event-lag S` add the real run's noise as a model: each step lasts up to F times
+longer (a busy CPU) and each event batch reaches the router up to S seconds late, in order.
 
     .venv/bin/python benchmarks/kv_routing/virtual_fleet.py --rates 4,8,16 --seeds 5
     .venv/bin/python benchmarks/kv_routing/virtual_fleet.py --rates 8 --seeds 1 --trace 8
@@ -147,6 +149,9 @@ class Fleet:
         self.events: list[tuple[float, int, str, Any]] = []
         self.order = itertools.count()
         self.now = 0.0
+        self.jitter, self.event_lag = args.jitter, args.event_lag
+        self.noise = random.Random(args.noise_seed)
+        self.delivered = [0.0] * args.engines  # when each engine's last event batch arrives
 
     def push(self, t: float, kind: str, item: Any) -> None:
         heapq.heappush(self.events, (t, next(self.order), kind, item))
@@ -161,11 +166,14 @@ class Fleet:
             self.push(start, "scrape", None)
         left = len(requests)
         while self.events and left:
-            self.now, _, kind, item = heapq.heappop(self.events)
+            t, _, kind, item = heapq.heappop(self.events)
+            self.now = max(self.now, t)  # a late event batch may predate a reset's gap
             if kind == "arrive":
                 self.route(item)
             elif kind == "step":
                 left -= self.finish_step(item)
+            elif kind == "events":
+                self.apply(*item)
             elif kind == "scrape":
                 self.loads = [(e.running, e.waiting, e.kv_usage) for e in self.engines]
                 self.routed = [0] * len(self.engines)
@@ -233,6 +241,7 @@ class Fleet:
         e.running, e.waiting = len(e.scheduler.running), len(e.scheduler.waiting)
         e.kv_usage = e.cache.usage
         duration = self.step_s(batch.decode_seqs, batch.context_tokens, batch.prefill_tokens)
+        duration *= 1.0 + self.noise.uniform(0.0, self.jitter)
         e.batch = batch
         e.busy_until = self.now + max(duration, 1e-4) / self.speed
         self.push(e.busy_until, "step", e)
@@ -256,14 +265,24 @@ class Fleet:
         return finished
 
     def publish(self, e: Engine) -> None:
-        name = str(e.index)
-        for ev in e.cache.drain_events():
+        """The engine's events of the step that ends now, as one batch stamped now."""
+        events = e.cache.drain_events()
+        if not self.event_lag:
+            self.apply(e.index, self.now, events)
+            return
+        arrives = max(self.now + self.noise.uniform(0.0, self.event_lag), self.delivered[e.index])
+        self.delivered[e.index] = arrives
+        self.push(arrives, "events", (e.index, self.now, events))
+
+    def apply(self, engine: int, ts: float, events: Sequence[Any]) -> None:
+        name = str(engine)
+        for ev in events:
             if isinstance(ev, Stored):
                 self.index.stored(name, list(ev.hashes), ev.parent, ev.token_ids, BLOCK)
             elif isinstance(ev, Removed):
                 self.index.removed(name, [ev.hash])
             elif isinstance(ev, Cleared):
-                self.index.cleared(name, before=self.now)
+                self.index.cleared(name, before=ts)
 
 
 seq_owner: dict[int, Request] = {}
@@ -340,6 +359,7 @@ def summarize(requests: Sequence[Request]) -> dict[str, float]:
     done = sorted(r.done for r in requests if r.done is not None)
     span = done[-1] - min(r.arrival for r in requests) if done else 1.0
     prompt = sum(len(r.tokens) for r in requests)
+    cold = [r for r in requests if 2 * r.cached < len(r.tokens)]
     return {
         "p50": pct(ttft, 0.5),
         "p90": pct(ttft, 0.9),
@@ -347,6 +367,8 @@ def summarize(requests: Sequence[Request]) -> dict[str, float]:
         "max": max(ttft),
         "req_s": len(done) / span,
         "hit": sum(r.cached for r in requests) / prompt,
+        # a group's prefix computed again: by two requests admitted in one step, or evicted
+        "recomputed": len(cold) - len({r.group for r in cold}),
     }
 
 
@@ -394,6 +416,9 @@ def main() -> None:
         help="sim_sweep.py's prompts and arrivals of this step (0: the first rate); seed = step",
     )  # fmt: skip
     p.add_argument("--trace", type=int, default=0, help="print the N slowest requests")
+    p.add_argument("--jitter", type=float, default=0.0, help="steps last up to 1+F times longer")
+    p.add_argument("--event-lag", type=float, default=0.0, help="event batches up to S s late")
+    p.add_argument("--noise-seed", type=int, default=0, help="seed of --jitter and --event-lag")
     p.add_argument(
         "--chained", action="store_true",
         help="as sim_sweep.py: the rates in order over one fleet and router per policy, "
@@ -415,7 +440,7 @@ def main() -> None:
                 print(
                     f"rate {rate:4.0f} {policy:20s} p50 {m['p50']:5.2f} p90 {m['p90']:5.2f} "
                     f"p99 {m['p99']:5.2f} max {m['max']:5.1f} req/s {m['req_s']:5.2f} "
-                    f"hit {m['hit']:.3f}",
+                    f"hit {m['hit']:.3f} recomputed {m['recomputed']}",
                     flush=True,
                 )
                 if args.trace:
@@ -435,7 +460,8 @@ def main() -> None:
             print(
                 f"rate {rate:4.0f} {policy:20s} p50 {mean['p50']:5.2f} p90 {mean['p90']:5.2f} "
                 f"p99 {mean['p99']:5.2f} [{p99s}] max {mean['max']:5.1f} "
-                f"req/s {mean['req_s']:5.2f} hit {mean['hit']:.3f}",
+                f"req/s {mean['req_s']:5.2f} hit {mean['hit']:.3f} "
+                f"recomputed {mean['recomputed']:.1f}",
                 flush=True,
             )
 
