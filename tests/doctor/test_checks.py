@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from deepfleet.config import default_config
+from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.config.schema import FleetConfig, ModelSpec
 from deepfleet.fleet.doctor import Expectations, Finding, NodeFacts, judge_node, port_findings
 from deepfleet.fleet.doctor.checks import ModelNeed, expectations
@@ -109,6 +110,22 @@ def test_a_port_in_use_names_the_holder_and_the_fix() -> None:
     assert f.fix and "gateway.port" in f.fix and "--port" in f.fix
     (free,) = port_findings(cfg)
     assert free.level == "ok"
+
+
+def test_the_fleets_kv_store_port_is_checked() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        cfg = default_config()
+        cfg.kv_cache = KvCacheSpec.model_validate(
+            {"offload": "lmcache", "remote": {"kind": "redis", "port": port}}
+        )
+        found = port_findings(cfg)
+    assert [f.level for f in found] == ["ok", "error"]
+    assert f"port {port} (kv_cache.remote.port) is in use" in found[1].message
+    cfg.kv_cache.remote = cfg.kv_cache.remote.model_copy(update={"url": "redis://h:6379"})
+    assert len(port_findings(cfg)) == 1  # an existing store: nothing to bind here
 
 
 @pytest.mark.parametrize(("skew", "level"), [(0.01, "ok"), (-0.9, "warn"), (5.0, "error")])

@@ -266,6 +266,9 @@ def port_findings(cfg: FleetConfig, node: str = "local") -> list[Finding]:
     wanted = [("gateway.port", cfg.gateway.host, cfg.gateway.port)]
     if cfg.ui.enabled:
         wanted.append(("ui.port", cfg.ui.host, cfg.ui.port))
+    remote = cfg.kv_cache.remote
+    if cfg.kv_cache.offload == "lmcache" and remote is not None and not remote.url:
+        wanted.append(("kv_cache.remote.port", remote.host, remote.port))  # the fleet's store
     out = []
     for field, host, port in wanted:
         bind = "0.0.0.0" if host in ("", "::") else host
