@@ -291,15 +291,17 @@ class Gateway:
         key = who.key
         key_id = key.id if key else ""
 
+        mm = self.metrics.of(model)
+
         def done(outcome: Outcome) -> None:
             self.admission.leave()
             self.concurrency.leave(key_id)
-            self.metrics.requests.labels(model, outcome.status, who.name).inc()
+            self.metrics.finished(model, outcome.status, who.name).inc()
             prompt = (
                 outcome.prompt_tokens if outcome.prompt_tokens is not None else (len(body) // 4)
             )
-            self.metrics.prompt_tokens.labels(model).inc(prompt)
-            self.metrics.output_tokens.labels(model).inc(outcome.output_tokens)
+            mm.prompt_tokens.inc(prompt)
+            mm.output_tokens.inc(outcome.output_tokens)
             if key is not None and key.tpm:
                 self.buckets.take(
                     key.id, "tpm", key.tpm, cost=prompt + outcome.output_tokens, need=-1e18

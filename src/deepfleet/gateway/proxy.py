@@ -114,9 +114,10 @@ class Proxy:
         done: Callable[[Outcome], None],
         first: bytes,
     ) -> Response | StreamRelay:
-        m = self.metrics
+        mm = self.metrics.of(req.model)
+        in_flight = self.metrics.in_flight_of(replica)
         self.table.in_flight[replica] += 1
-        m.in_flight.labels(replica).inc()
+        in_flight.inc()
 
         finished = False
 
@@ -126,8 +127,8 @@ class Proxy:
                 return
             finished = True
             self.table.in_flight[replica] -= 1
-            m.in_flight.labels(replica).dec()
-            m.e2e.labels(req.model).observe(time.perf_counter() - req.started)
+            in_flight.dec()
+            mm.e2e.observe(time.perf_counter() - req.started)
             done(outcome)
 
         if not (req.stream and upstream.status == 200):
@@ -141,13 +142,13 @@ class Proxy:
                     f"replica {replica} failed while answering: {type(exc).__name__}",
                     code="upstream_error",
                 )
-            m.ttft.labels(req.model).observe(time.perf_counter() - req.started)
+            mm.ttft.observe(time.perf_counter() - req.started)
             prompt, completion, share = (
                 usage_of(data) if upstream.status == 200 else (None, None, 0.0)
             )
             if completion:
-                m.reasoning_tokens.labels(req.model).observe(round(completion * share))
-                m.answer_tokens.labels(req.model).observe(completion - round(completion * share))
+                mm.reasoning_tokens.observe(round(completion * share))
+                mm.answer_tokens.observe(completion - round(completion * share))
             finish(Outcome(str(upstream.status), prompt, completion or 0))
             content_type = upstream.header(b"content-type", "application/json")
             return Response(data, status_code=upstream.status, media_type=content_type)
@@ -159,7 +160,7 @@ class Proxy:
             replica=replica,
             started=req.started,
             reasoning_cap=req.reasoning_cap,
-            metrics=m,
+            metrics=self.metrics,
             finish=finish,
             turns=self.turns,
         )
