@@ -15,6 +15,7 @@ from deepfleet.gateway.app import Gateway, GatewaySettings
 from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.limits import TokenBuckets
+from deepfleet.gateway.server import HTTP_PROTOCOL
 from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "tiny"
@@ -67,7 +68,9 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     port = free_port()
     rig = Rig(f"http://127.0.0.1:{port}", fakes, state_path, gateway, keys)
     rig.publish()
-    config = uvicorn.Config(gateway.app(), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        gateway.app(), host="127.0.0.1", port=port, log_level="warning", http=HTTP_PROTOCOL
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from starlette.types import Receive, Scope, Send
 
 from deepfleet.gateway.errors import sse_error
+from deepfleet.gateway.httpserver import HOLD_HEAD
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.stream import StreamCounts, capped_tail, within_cap
 from deepfleet.gateway.turns import Turns
@@ -59,7 +60,7 @@ class StreamRelay:
         self.replica = replica
         self.started = started
         self.cap = reasoning_cap
-        self.metrics = metrics
+        self.mm = metrics.of(model)
         self.finish = finish
         self.counts = StreamCounts()
         self.client_gone = False
@@ -72,6 +73,9 @@ class StreamRelay:
         try:
             content_type = self.upstream.headers.get(b"content-type", b"text/event-stream")
             headers = [(b"content-type", content_type), *STREAM_HEADERS]
+            hold_head = scope.get("extensions", {}).get(HOLD_HEAD)
+            if hold_head is not None:
+                hold_head["hold"]()  # the head leaves with the first chunk: one write
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             self.turns.active += 1
             try:
@@ -88,10 +92,11 @@ class StreamRelay:
             self._report()
 
     async def _pump(self, send: Send) -> None:
-        counts, cap, model, turns = self.counts, self.cap, self.model, self.turns
+        counts, cap, turns, mm = self.counts, self.cap, self.turns, self.mm
         counts.first_at = time.perf_counter()
-        self.metrics.ttft.labels(model).observe(counts.first_at - self.started)
-        read = self.upstream.read
+        mm.ttft.observe(counts.first_at - self.started)
+        upstream = self.upstream
+        read = upstream.read
         chunk = self.first
         try:
             while chunk:
@@ -99,11 +104,15 @@ class StreamRelay:
                 before = counts.reasoning
                 counts.add(chunk)
                 if cap is not None and counts.reasoning > cap:
-                    self.metrics.reasoning_capped.labels(model).inc()
+                    mm.reasoning_capped.inc()
                     counts.reasoning = cap
-                    tail = within_cap(chunk, cap - before) + capped_tail(model)
+                    tail = within_cap(chunk, cap - before) + capped_tail(self.model)
                     self.status = "200"
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
+                    return
+                if upstream.ended:  # the last bytes and the answer's end leave in one write
+                    self.status = "200"
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 turn = turns.wait()
@@ -125,10 +134,10 @@ class StreamRelay:
         task.cancel()
 
     def _report(self) -> None:
-        m, counts, model = self.metrics, self.counts, self.model
+        mm, counts = self.mm, self.counts
         if counts.first_at is not None and counts.last_at is not None and counts.events > 2:
-            m.itl.labels(model).observe((counts.last_at - counts.first_at) / (counts.events - 2))
+            mm.itl.observe((counts.last_at - counts.first_at) / (counts.events - 2))
         if counts.reasoning or counts.content:
-            m.reasoning_tokens.labels(model).observe(counts.reasoning)
-            m.answer_tokens.labels(model).observe(counts.content)
+            mm.reasoning_tokens.observe(counts.reasoning)
+            mm.answer_tokens.observe(counts.content)
         self.finish(Outcome(self.status, counts.prompt_tokens, counts.output_tokens))

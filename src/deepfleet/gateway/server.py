@@ -21,6 +21,8 @@ from deepfleet.gateway.limits import TokenBuckets
 from deepfleet.kvcache.context import RELAY_ENV
 from deepfleet.kvcache.relay import EventRelay, relay_endpoint
 
+# uvicorn's httptools protocol that can send a streamed answer's head with its first chunk.
+HTTP_PROTOCOL = "deepfleet.gateway.httpserver:GatewayHttpProtocol"
 STATE_ENV = "DEEPFLEET_GATEWAY_STATE_FILE"
 SETTINGS_ENV = "DEEPFLEET_GATEWAY_SETTINGS"
 
@@ -135,7 +137,7 @@ def _serve(args: argparse.Namespace, host: str, spec: GatewaySpec) -> None:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http=HTTP_PROTOCOL,
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=int(spec.drain_grace_s),

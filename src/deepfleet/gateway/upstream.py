@@ -186,6 +186,12 @@ class UpstreamResponse:
         self.status = conn.status
         self.headers = conn.headers
 
+    @property
+    def ended(self) -> bool:
+        """The answer came whole and the caller read all of it: a next `read()` gives b""."""
+        conn = self.conn
+        return conn.complete and not conn.buf
+
     def header(self, name: bytes, default: str) -> str:
         value = self.headers.get(name)
         return value.decode("latin-1") if value is not None else default
