@@ -3,9 +3,11 @@
 Every step has a token budget (max_num_batched_tokens). Running sequences go first: a decode
 takes one token, a sequence still in prefill takes the rest of its prompt up to the budget
 (chunked prefill). Then waiting sequences are admitted in arrival order while the budget, the
-max_num_seqs limit and the KV cache allow; admission looks up the cached prefix. When a running
-sequence cannot grow, the most recently admitted one is preempted (its blocks freed, to be
-recomputed later), as vLLM does.
+max_num_seqs limit and the KV cache allow; admission looks up the cached prefix. The blocks a
+step will fill are findable from the moment they are allocated (vLLM's allocate_slots caches
+them before the forward pass), so a prompt that arrives with its twin is not computed twice.
+When a running sequence cannot grow, the most recently admitted one is preempted (its blocks
+freed, to be recomputed later), as vLLM does.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ class Scheduler:
                 if victim is seq:
                     break
             else:
+                self._cache_full_blocks(seq, want)
                 items.append(Scheduled(seq, want, not seq.in_prefill))
                 budget -= want
                 index += 1
@@ -117,6 +120,7 @@ class Scheduler:
                 break
             self.waiting.popleft()
             self.running.append(seq)
+            self._cache_full_blocks(seq, want)
             items.append(Scheduled(seq, want, False))
             budget -= want
         decodes = [s for s in items if s.decode]
@@ -126,6 +130,12 @@ class Scheduler:
             context_tokens=sum(s.seq.computed for s in decodes),
             prefill_tokens=sum(s.tokens for s in items if not s.decode),
         )
+
+    def _cache_full_blocks(self, seq: Sequence, tokens: int) -> None:
+        """Register the blocks this step fills as soon as they are allocated, as vLLM's
+        allocate_slots does (before the forward pass): a request admitted later in the same
+        step, or in the next one, finds them instead of computing the prefix again."""
+        self.cache.commit(seq.cache, seq.token_ids, seq.computed + tokens)
 
     def _preempt(self, seq: Sequence) -> None:
         self.cache.free(seq.cache)
@@ -144,11 +154,8 @@ class Scheduler:
             if seq.aborted or seq.computed + item.tokens > seq.num_tokens:
                 continue
             seq.computed += item.tokens
-            if seq.computed < seq.num_tokens:
-                self.cache.commit(seq.cache, seq.prompt_ids, seq.computed)
-                continue
-            self.cache.commit(seq.cache, seq.token_ids, seq.computed)
-            produced.append(seq)
+            if seq.computed == seq.num_tokens:
+                produced.append(seq)
         return produced
 
     def finish(self, seq: Sequence) -> None:
