@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import aiohttp
 import openai
 import pytest
 
+from deepfleet.gateway.keys import KeyStore
 from tests.gateway.conftest import MODEL, Rig
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -185,10 +187,32 @@ async def test_admin_routes_need_admin_key(rig: Rig) -> None:
         ) as resp:
             assert resp.status == 201
             created = await resp.json()
-        async with s.delete(
+    # Created and revoked through the gateway's own connection: seen at once all the same.
+    assert (await chat(rig, created["secret"])).startswith("e")
+    async with (
+        aiohttp.ClientSession() as s,
+        s.delete(
             rig.url + f"/admin/keys/{created['key']['id']}",
             headers={"Authorization": f"Bearer {admin}"},
-        ) as resp:
-            assert resp.status == 200
+        ) as resp,
+    ):
+        assert resp.status == 200
     with pytest.raises(openai.AuthenticationError):
         await chat(rig, created["secret"])
+
+
+def test_key_store_version_changes_with_every_commit(tmp_path: Path) -> None:
+    store, other = KeyStore(tmp_path / "keys.db"), KeyStore(tmp_path / "keys.db")
+    seen = [store.version()]
+    for change in (
+        lambda: other.create("a"),  # another connection (the CLI, another worker)
+        lambda: store.create("b"),  # this one (the admin routes)
+        lambda: other.revoke("a"),
+        lambda: store.revoke("b"),
+    ):
+        change()
+        seen.append(store.version())
+        assert seen[-1] != seen[-2]
+        assert store.version() == seen[-1]  # and only then
+    store.close()
+    other.close()

@@ -1,7 +1,8 @@
 """Who is calling: the bearer key checked against the key store on every /v1 request.
 
-The store is re-read only when SQLite says another connection changed it (PRAGMA
-data_version), so a key revoked from the CLI is refused by every worker at its next request.
+The store is re-read only when its database changed (`KeyStore.version()`, checked on every
+request), so a key revoked from the CLI, the admin routes or another worker is refused by
+every worker at its next request.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ class Authenticator:
     def __init__(self, store: KeyStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
-        self._version = -1
+        self._version: bytes | int = -1
         self._keys: dict[str, ApiKey] = {}
 
     def _refresh(self) -> None:
-        version = self._store.data_version()
+        version = self._store.version()
         if version != self._version:
             self._keys = self._store.by_hash()
             self._version = version

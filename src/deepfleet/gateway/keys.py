@@ -7,8 +7,10 @@ password hash would cost milliseconds per request for no gain.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+WAL_INDEX_HEADER = 48  # bytes: the first copy of SQLite's WalIndexHdr in the -shm file
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,
@@ -78,8 +81,16 @@ class KeyStore:
         self._db = connect(path)
         self._db.executescript(SCHEMA)
         path.chmod(0o600)
+        self._writes = 0
+        self._shm: int | None = None
+        # The WAL index exists once a connection has used the database in WAL mode (above).
+        with contextlib.suppress(OSError):
+            self._shm = os.open(f"{path}-shm", os.O_RDONLY | os.O_CLOEXEC)
 
     def close(self) -> None:
+        if self._shm is not None:
+            os.close(self._shm)
+            self._shm = None
         self._db.close()
 
     def create(
@@ -127,6 +138,7 @@ class KeyStore:
                 int(admin),
             ),
         )
+        self._writes += 1
         return key, secret
 
     def all(self) -> list[ApiKey]:
@@ -149,11 +161,26 @@ class KeyStore:
         targets = [k for k in self.all() if k.revoked_at is None and id_or_name in (k.id, k.name)]
         for k in targets:
             self._db.execute("UPDATE api_keys SET revoked_at=? WHERE id=?", (now, k.id))
+        self._writes += 1
         return targets
 
-    def data_version(self) -> int:
-        """Changes whenever another connection commits: a cheap 'reload?' check."""
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+    def version(self) -> bytes | int:
+        """A value that changes with every commit to this database, from any connection (the
+        CLI, another gateway worker, this store): a cheap 'reload?' check on every request.
+
+        It reads SQLite's WAL-index header, the first 48 bytes of the -shm file, which every
+        commit rewrites (its change counter, frame count and checksums;
+        https://sqlite.org/walformat.html): one `pread`, ~0.5 us, no lock. PRAGMA data_version
+        costs ~3 us (a read transaction's two file locks) and misses this connection's own
+        commits. Without a readable -shm file, data_version plus a count of this store's own
+        writes stands in.
+        """
+        if self._shm is not None:
+            header = os.pread(self._shm, WAL_INDEX_HEADER, 0)
+            if len(header) == WAL_INDEX_HEADER:
+                return header
+        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        return (version << 32) + self._writes
 
 
 def _row(r: tuple[Any, ...]) -> ApiKey:
