@@ -14,6 +14,8 @@ CPU-second of the router process tree, and ratios to vllm-router.
     .venv/bin/python benchmarks/overhead/run.py                    # the full comparison
     .venv/bin/python benchmarks/overhead/run.py --targets direct,deepfleet-w1 --rounds 1 \\
         --concurrency 256 --duration 20 --profile deepfleet-w1     # py-spy under load
+    .venv/bin/python benchmarks/overhead/run.py --targets direct,deepfleet-w1,deepfleet-base-w1 \\
+        --concurrency 1 --baseline-src /tmp/base/src                 # before/after, same rounds
 
 Every server binds 127.0.0.1; all processes are started in their own session and stopped
 with killpg at the end (also on Ctrl-C).
@@ -253,15 +255,27 @@ def write_fleet(dir: Path, backend_url: str) -> Path:
     return path
 
 
-def start_target(name: str, procs: Procs, tmp: Path, backend_url: str, log_level: str) -> Target:
+def start_target(
+    name: str,
+    procs: Procs,
+    tmp: Path,
+    backend_url: str,
+    log_level: str,
+    baseline_src: Path | None = None,
+) -> Target:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    if name.startswith("deepfleet-w"):
-        workers = int(name.removeprefix("deepfleet-w"))
+    if name.startswith(("deepfleet-w", "deepfleet-base-w")):
+        workers = int(name.rsplit("-w", 1)[1])
+        env = None
+        if name.startswith("deepfleet-base-w"):
+            if baseline_src is None:
+                sys.exit(f"{name} needs --baseline-src")
+            env = {"PYTHONPATH": str(baseline_src)}
         state = write_fleet(tmp / name, backend_url)
         argv = [PY, "-m", "deepfleet.gateway", "--state-file", str(state), "--host", "127.0.0.1"]
         argv += ["--port", str(port), "--workers", str(workers)]
-        proc = procs.start(name, argv)
+        proc = procs.start(name, argv, env)
         return Target(name, url, port, proc, supervised=workers > 1)
     elif name == "sglang-router":
         argv = [PY, "-m", "sglang_router.launch_router", "--host", "127.0.0.1"]
@@ -527,7 +541,9 @@ def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
         live: dict[str, Target] = {"direct": Target("direct", backend_url, bport, None)}
         for name in targets:
             if name != "direct":
-                live[name] = start_target(name, procs, tmp, backend_url, args.quiet_routers)
+                live[name] = start_target(
+                    name, procs, tmp, backend_url, args.quiet_routers, args.baseline_src
+                )
         for name, t in live.items():
             wait_ready(name, t.url, t.proc)
         time.sleep(1.0)
@@ -626,6 +642,12 @@ def main() -> None:
         "starts, 32 and 256 streams, 6 s windows",
     )
     p.add_argument("--quiet-routers", default="1", help="routers at log level warn ('' = info)")
+    p.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="src/ of another deepfleet checkout (e.g. `git worktree add`), run by the "
+        "deepfleet-base-wN targets: before/after in the same rounds",
+    )
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = p.parse_args()
     if args.paced:

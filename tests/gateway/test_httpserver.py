@@ -7,7 +7,8 @@ import asyncio
 import json
 from typing import Any, cast
 
-from deepfleet.gateway.httpserver import HeadHoldingTransport
+from deepfleet.gateway.httpserver import ConnectionHooks, HeadHoldingTransport
+from deepfleet.gateway.later import Later
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.relay import Outcome, StreamRelay
 from deepfleet.gateway.turns import Turns
@@ -67,6 +68,19 @@ async def test_without_hold_writes_pass_through() -> None:
     assert rec.writes == [b"A", b"B"]
 
 
+async def test_hooks_call_the_watcher_once_when_the_connection_is_lost() -> None:
+    t, _ = holding()
+    hooks, calls = ConnectionHooks(t), []
+    hooks.watch(lambda: calls.append("first"))
+    hooks.watch(None)  # that answer ended
+    hooks.watch(lambda: calls.append("second"))
+    hooks.connection_lost()
+    hooks.connection_lost()
+    assert calls == ["second"]
+    hooks.watch(lambda: calls.append("late"))  # registered after the loss: called at once
+    assert calls == ["second", "late"]
+
+
 async def test_first_read_of_a_stream_holds_head_and_first_event(rig: Rig) -> None:
     host, port = rig.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -115,6 +129,7 @@ async def test_relay_sends_the_last_bytes_with_the_end() -> None:
         metrics=GatewayMetrics(),
         finish=outcomes.append,
         turns=Turns(),
+        later=Later(),
     )
     sent: list[dict[str, Any]] = []
 

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from deepfleet.gateway.keys import KeyStore
+from deepfleet.gateway.limits import Admission
 from tests.gateway.conftest import MODEL, Rig
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -216,3 +217,30 @@ def test_key_store_version_changes_with_every_commit(tmp_path: Path) -> None:
         assert store.version() == seen[-1]  # and only then
     store.close()
     other.close()
+
+
+async def test_admission_hands_freed_slots_to_waiters_in_order() -> None:
+    adm = Admission(max_in_flight=1, max_queue=2, timeout_s=5)
+    assert adm.try_enter() is None
+    assert adm.try_enter() == "wait"
+    first = asyncio.create_task(adm.wait())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(adm.wait())
+    await asyncio.sleep(0)
+    assert adm.waiting == 2 and adm.try_enter() == "full"
+    adm.leave()
+    assert await first is None and not second.done()
+    adm.leave()
+    assert await second is None
+    adm.leave()
+    assert adm.try_enter() is None  # the slot is free again
+
+
+async def test_admission_wait_times_out_and_leaves_the_queue() -> None:
+    adm = Admission(max_in_flight=1, max_queue=1, timeout_s=0.05)
+    assert adm.try_enter() is None
+    assert adm.try_enter() == "wait"
+    assert await adm.wait() == "timeout"
+    assert adm.waiting == 0
+    adm.leave()
+    assert adm.try_enter() is None

@@ -25,7 +25,8 @@ from deepfleet.gateway.asgi import GatewayASGI, Incoming
 from deepfleet.gateway.auth import Authenticator, AuthError, Principal
 from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.errors import error_response
-from deepfleet.gateway.keys import KeyStore
+from deepfleet.gateway.keys import ApiKey, KeyStore
+from deepfleet.gateway.later import Later
 from deepfleet.gateway.limits import Admission, KeyConcurrency, TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.openapi import openapi_spec
@@ -70,7 +71,8 @@ class Gateway:
         self.admission = Admission(
             settings.max_in_flight, settings.max_queue, settings.queue_timeout_s
         )
-        self.proxy = Proxy(table, self.metrics)
+        self.later = Later()  # metrics and usage accounting, off the requests' path
+        self.proxy = Proxy(table, self.metrics, self.later)
         self.admin = AdminRoutes(keys, self.auth)
         # KV-aware routing: events index, engine load, tokenization (per worker).
         self.kv = RoutingContext(
@@ -82,7 +84,7 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.proxy.upstream = UpstreamPool(
-            self.settings.connect_timeout_s, self.settings.read_timeout_s
+            self.settings.connect_timeout_s, self.settings.read_timeout_s, on_sent=self.later.run
         )
         self._on_refresh()
         await self.kv.start()
@@ -95,6 +97,7 @@ class Gateway:
                 await refresher
             await self.kv.stop()
             self.proxy.upstream.close()
+            self.later.run()
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -137,6 +140,7 @@ class Gateway:
         token = self.settings.metrics_token
         if token and request.headers.get("authorization") != f"Bearer {token}":
             return error_response(401, "/metrics needs the metrics token", code="unauthorized")
+        self.later.run()
         return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     async def openapi(self, request: Request) -> Response:
@@ -233,9 +237,11 @@ class Gateway:
             )
         admitted = False
         try:
-            self.metrics.queue_depth.inc()
-            verdict = await self.admission.enter()
-            self.metrics.queue_depth.dec()
+            verdict = self.admission.try_enter()
+            if verdict == "wait":
+                self.metrics.queue_depth.inc()
+                verdict = await self.admission.wait()
+                self.metrics.queue_depth.dec()
             if verdict == "full":
                 return self._reject(
                     "queue_full",
@@ -273,6 +279,7 @@ class Gateway:
                     retry_after=v.retry_after_s,
                 )
         if key.tpm:
+            self.later.run()  # usage of finished requests is debited before it is checked
             v = self.buckets.take(key.id, "tpm", key.tpm, cost=0, need=1e-9)
             if not v.allowed:
                 return self._reject(
@@ -284,6 +291,20 @@ class Gateway:
                 )
         return None
 
+    def _account(
+        self, model: str, key_name: str, key: ApiKey | None, body_bytes: int, outcome: Outcome
+    ) -> None:
+        """Metrics and tokens/min usage of a finished request (deferred: later.py)."""
+        self.metrics.finished(model, outcome.status, key_name).inc()
+        prompt = outcome.prompt_tokens if outcome.prompt_tokens is not None else body_bytes // 4
+        mm = self.metrics.of(model)
+        mm.prompt_tokens.inc(prompt)
+        mm.output_tokens.inc(outcome.output_tokens)
+        if key is not None and key.tpm:
+            self.buckets.take(
+                key.id, "tpm", key.tpm, cost=prompt + outcome.output_tokens, need=-1e18
+            )
+
     async def _forward(
         self, path: str, body: bytes, fields: requests.Fields, who: Principal, started: float
     ) -> Response | StreamRelay:
@@ -291,21 +312,10 @@ class Gateway:
         key = who.key
         key_id = key.id if key else ""
 
-        mm = self.metrics.of(model)
-
         def done(outcome: Outcome) -> None:
             self.admission.leave()
             self.concurrency.leave(key_id)
-            self.metrics.finished(model, outcome.status, who.name).inc()
-            prompt = (
-                outcome.prompt_tokens if outcome.prompt_tokens is not None else (len(body) // 4)
-            )
-            mm.prompt_tokens.inc(prompt)
-            mm.output_tokens.inc(outcome.output_tokens)
-            if key is not None and key.tpm:
-                self.buckets.take(
-                    key.id, "tpm", key.tpm, cost=prompt + outcome.output_tokens, need=-1e18
-                )
+            self.later.add(self._account, model, who.name, key, len(body), outcome)
 
         endpoints = self.table.ready(model)
         if not endpoints:
@@ -326,5 +336,5 @@ class Gateway:
             or (self.settings.reasoning_cap)
         )
         req = Forward(path, body, model, bool(fields.stream), who.name, cap, started)
-        route = await self.kv.prepare(model, path, body)
+        route = self.kv.prepare_now(model, body) or await self.kv.prepare(model, path, body)
         return await self.proxy.forward(req, route, policy, endpoints, done)

@@ -23,6 +23,9 @@ class Principal:
         return self.key.name if self.key else "anonymous"
 
 
+OPEN = Principal(None)
+
+
 @dataclass(frozen=True)
 class AuthError:
     status: int
@@ -51,7 +54,7 @@ class Authenticator:
     def authenticate(self, authorization: str | None) -> Principal | AuthError:
         self._refresh()
         if not self._keys:
-            return Principal(None)
+            return OPEN
         if not authorization or not authorization.lower().startswith("bearer "):
             return AuthError(
                 401, "missing API key: send `Authorization: Bearer <key>`", "missing_api_key"

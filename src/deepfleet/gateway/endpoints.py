@@ -26,6 +26,8 @@ class ModelEntry:
     routing: str
     max_model_len: int | None = None
     endpoints: list[Endpoint] = field(default_factory=list)
+    views: dict[tuple[str, int], Endpoint] = field(default_factory=dict)
+    """`ready()`'s endpoints by (replica, in-flight count): immutable, so built once each."""
 
 
 @dataclass
@@ -91,15 +93,22 @@ class EndpointTable:
         entry = self.models.get(model)
         if entry is None:
             return []
-        now = self._clock()
+        ejected = self._ejected
+        now = self._clock() if ejected else 0.0
+        views = entry.views
         out = []
         for e in entry.endpoints:
-            ej = self._ejected.get(e.replica_id)
-            if ej is not None:
-                if ej.until > now or ej.probing:
-                    continue
-                ej.probing = True
-            out.append(Endpoint(e.replica_id, e.model, e.url, self.in_flight[e.replica_id]))
+            if ejected:
+                ej = ejected.get(e.replica_id)
+                if ej is not None:
+                    if ej.until > now or ej.probing:
+                        continue
+                    ej.probing = True
+            n = self.in_flight[e.replica_id]
+            view = views.get((e.replica_id, n))
+            if view is None:
+                view = views[(e.replica_id, n)] = Endpoint(e.replica_id, e.model, e.url, n)
+            out.append(view)
         return out
 
     def eject(self, replica_id: str) -> float:

@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol, able to send a response head together with its first body bytes.
+"""uvicorn's httptools protocol with two hooks a streamed answer uses: send the response head
+together with the first body bytes, and hear of the client's disconnect without a task.
 
 uvicorn writes `http.response.start` to the socket at once, so a streamed answer leaves as two
 writes: the head, then the first chunk. On loopback or a fast network each write wakes the
@@ -6,21 +7,30 @@ client, which reads the head alone, parses it and sleeps again before the first 
 that second wake-up is on every request's time to first token. The Rust routers write both in
 one `writev`.
 
-A response that wants one write calls the scope's `extensions[HOLD_HEAD]["hold"]()` (ASGI
-extensions are dicts) before `http.response.start`: the connection's next write (the head) is
-held and goes out joined to the write after it (the first body bytes). If no write follows in
-the same event-loop iteration, the head goes out alone then. Servers without this protocol
-(tests on an ASGI transport) lack the extension, and responses are sent as before.
+A streamed answer must also end when its client goes away. ASGI says so through `receive()`,
+which needs a task waiting on it for the whole stream (created, stepped and cancelled once per
+request). The connection knows first: it calls the hook the answer registered.
+
+The scope's `extensions[HOOKS]` is the connection's `ConnectionHooks` (one per connection;
+requests on a connection are served one after another):
+- `hold_head()` before `http.response.start`: the connection's next write (the head) is held
+  and goes out joined to the write after it (the first body bytes). If no write follows in the
+  same event-loop iteration, the head goes out alone then.
+- `watch(on_lost)`: `on_lost()` is called once when the connection is lost (at once if it
+  already was); the response stops watching with `watch(None)` when it ends.
+Servers without this protocol (tests on an ASGI transport) lack the extension; responses then
+send as usual and wait on `receive()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-HOLD_HEAD = "deepfleet.hold_head"
+HOOKS = "deepfleet.connection"
 
 
 class HeadHoldingTransport:
@@ -70,13 +80,45 @@ class HeadHoldingTransport:
         return getattr(self._t, name)
 
 
+class ConnectionHooks:
+    """What a response may ask of the connection it is sent on."""
+
+    __slots__ = ("_on_lost", "hold_head", "lost")
+
+    def __init__(self, transport: HeadHoldingTransport) -> None:
+        self.hold_head: Callable[[], None] = transport.hold_next
+        self.lost = False
+        self._on_lost: Callable[[], None] | None = None
+
+    def watch(self, on_lost: Callable[[], None] | None) -> None:
+        """Call `on_lost` once when the connection is lost, at once if it already was; None
+        stops watching."""
+        if on_lost is not None and self.lost:
+            on_lost()
+            return
+        self._on_lost = on_lost
+
+    def connection_lost(self) -> None:
+        self.lost = True
+        on_lost, self._on_lost = self._on_lost, None
+        if on_lost is not None:
+            on_lost()
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, its transport wrapped, `HOLD_HEAD` in every scope."""
+    """uvicorn's httptools protocol, its transport wrapped, `HOOKS` in every scope."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.holding = HeadHoldingTransport(transport, self.loop)
+        self.hooks = ConnectionHooks(self.holding)
+        self.extensions = {HOOKS: self.hooks}
         super().connection_made(self.holding)  # type: ignore[arg-type]
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {HOLD_HEAD: {"hold": self.holding.hold_next}}
+        # uvicorn types extension values as dicts; this one is the connection's hooks object.
+        self.scope["extensions"] = self.extensions  # type: ignore[typeddict-item]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.hooks.connection_lost()

@@ -9,10 +9,11 @@ then blocks until it refills). Concurrency per key and the admission queue are p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sqlite3
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,29 +94,52 @@ class KeyConcurrency:
 
 class Admission:
     """At most `max_in_flight` requests upstream per worker; up to `max_queue` wait for a slot
-    (429 beyond that), each at most `timeout_s` (then 503)."""
+    (429 beyond that), each at most `timeout_s` (then 503). A freed slot goes to the longest
+    waiter. Entering while a slot is free takes no await (it is on every request's path)."""
 
     def __init__(self, max_in_flight: int, max_queue: int, timeout_s: float) -> None:
-        self._sem = asyncio.Semaphore(max_in_flight)
+        self._free = max_in_flight
+        self._queue: deque[asyncio.Future[None]] = deque()
         self._max_queue = max_queue
         self._timeout_s = timeout_s
-        self.waiting = 0
 
-    async def enter(self) -> str | None:
-        """None when admitted; "full" or "timeout" otherwise."""
-        if not self._sem.locked():
-            await self._sem.acquire()
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def try_enter(self) -> str | None:
+        """None when admitted; "wait" when the caller must `await wait()` for a slot; "full"
+        when the queue is full too."""
+        if self._free > 0 and not self._queue:
+            self._free -= 1
             return None
-        if self.waiting >= self._max_queue:
-            return "full"
-        self.waiting += 1
+        return "full" if len(self._queue) >= self._max_queue else "wait"
+
+    async def wait(self) -> str | None:
+        """After "wait": None once admitted, "timeout" after `timeout_s`."""
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(slot)
         try:
-            await asyncio.wait_for(self._sem.acquire(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                await slot
         except TimeoutError:
+            if slot.done() and not slot.cancelled():
+                return None  # handed a slot as time ran out: admitted after all
             return "timeout"
+        except BaseException:
+            if slot.done() and not slot.cancelled():
+                self.leave()  # handed a slot but going away: pass it on
+            raise
         finally:
-            self.waiting -= 1
+            if not slot.done() or slot.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(slot)
         return None
 
     def leave(self) -> None:
-        self._sem.release()
+        while self._queue:
+            slot = self._queue.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
+        self._free += 1

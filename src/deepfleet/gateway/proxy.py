@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client import Gauge, Histogram
 from starlette.responses import Response
 
 from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.errors import error_response
+from deepfleet.gateway.later import Later
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.relay import Outcome, StreamRelay
 from deepfleet.gateway.stream import usage_of
@@ -27,7 +29,7 @@ from deepfleet.routing import Endpoint, RouteRequest, RoutingPolicy
 __all__ = ["Forward", "Outcome", "Proxy"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Forward:
     path: str
     body: bytes
@@ -39,9 +41,10 @@ class Forward:
 
 
 class Proxy:
-    def __init__(self, table: EndpointTable, metrics: GatewayMetrics) -> None:
+    def __init__(self, table: EndpointTable, metrics: GatewayMetrics, later: Later) -> None:
         self.table = table
         self.metrics = metrics
+        self.later = later
         self.upstream: UpstreamPool | None = None  # set for the app's lifespan
         self.turns = Turns()
 
@@ -117,7 +120,7 @@ class Proxy:
         mm = self.metrics.of(req.model)
         in_flight = self.metrics.in_flight_of(replica)
         self.table.in_flight[replica] += 1
-        in_flight.inc()
+        self.later.add(in_flight.inc)
 
         finished = False
 
@@ -127,9 +130,8 @@ class Proxy:
                 return
             finished = True
             self.table.in_flight[replica] -= 1
-            in_flight.dec()
-            mm.e2e.observe(time.perf_counter() - req.started)
             done(outcome)
+            self.later.add(_ended, in_flight, mm.e2e, time.perf_counter() - req.started)
 
         if not (req.stream and upstream.status == 200):
             try:
@@ -142,13 +144,14 @@ class Proxy:
                     f"replica {replica} failed while answering: {type(exc).__name__}",
                     code="upstream_error",
                 )
-            mm.ttft.observe(time.perf_counter() - req.started)
+            self.later.add(mm.ttft.observe, time.perf_counter() - req.started)
             prompt, completion, share = (
                 usage_of(data) if upstream.status == 200 else (None, None, 0.0)
             )
             if completion:
-                mm.reasoning_tokens.observe(round(completion * share))
-                mm.answer_tokens.observe(completion - round(completion * share))
+                reasoning = round(completion * share)
+                self.later.add(mm.reasoning_tokens.observe, reasoning)
+                self.later.add(mm.answer_tokens.observe, completion - reasoning)
             finish(Outcome(str(upstream.status), prompt, completion or 0))
             content_type = upstream.header(b"content-type", "application/json")
             return Response(data, status_code=upstream.status, media_type=content_type)
@@ -163,4 +166,10 @@ class Proxy:
             metrics=self.metrics,
             finish=finish,
             turns=self.turns,
+            later=self.later,
         )
+
+
+def _ended(in_flight: Gauge, e2e: Histogram, seconds: float) -> None:
+    in_flight.dec()
+    e2e.observe(seconds)

@@ -4,8 +4,10 @@ the way (stream.py), with an optional cap on reasoning, taking turns under load 
 The relay is an ASGI response that writes with the server's own `send` in one loop. It skips
 StreamingResponse, the async generator and the task group per stream, because each of those
 costs Python frames on every socket read, and under load the relay is bound by Python work
-per read. A small task waits on `receive()` for the client's disconnect and cancels the
-relay. The relay's `finally` then closes the engine connection, and vLLM aborts the request.
+per read. A client's disconnect cancels the relay: the gateway's server protocol calls the
+relay's hook (httpserver.py); elsewhere a small task waits on `receive()` for it. The relay's
+`finally` then closes the engine connection, and vLLM aborts the request. Metrics are
+observed off the path (later.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 from starlette.types import Receive, Scope, Send
 
 from deepfleet.gateway.errors import sse_error
-from deepfleet.gateway.httpserver import HOLD_HEAD
+from deepfleet.gateway.httpserver import HOOKS, ConnectionHooks
+from deepfleet.gateway.later import Later
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.stream import StreamCounts, capped_tail, within_cap
 from deepfleet.gateway.turns import Turns
@@ -52,8 +55,10 @@ class StreamRelay:
         metrics: GatewayMetrics,
         finish: Callable[[Outcome], None],
         turns: Turns,
+        later: Later,
     ) -> None:
         self.turns = turns
+        self.later = later
         self.upstream = upstream
         self.first = first
         self.model = model
@@ -69,13 +74,16 @@ class StreamRelay:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        watcher = asyncio.ensure_future(self._watch(receive, task))
+        hooks: ConnectionHooks | None = scope.get("extensions", {}).get(HOOKS)
+        watcher: asyncio.Future[None] | None = None
         try:
+            if hooks is not None:
+                hooks.watch(lambda: self._gone(task))
+                hooks.hold_head()  # the head leaves with the first chunk: one write
+            else:
+                watcher = asyncio.ensure_future(self._watch(receive, task))
             content_type = self.upstream.headers.get(b"content-type", b"text/event-stream")
             headers = [(b"content-type", content_type), *STREAM_HEADERS]
-            hold_head = scope.get("extensions", {}).get(HOLD_HEAD)
-            if hold_head is not None:
-                hold_head["hold"]()  # the head leaves with the first chunk: one write
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             self.turns.active += 1
             try:
@@ -87,14 +95,17 @@ class StreamRelay:
                 raise
             task.uncancel()  # our own cancel: a normal end for the server
         finally:
-            watcher.cancel()
+            if hooks is not None:
+                hooks.watch(None)
+            elif watcher is not None:
+                watcher.cancel()
             self.upstream.close()  # before the answer's end: vLLM aborts the request
             self._report()
 
     async def _pump(self, send: Send) -> None:
         counts, cap, turns, mm = self.counts, self.cap, self.turns, self.mm
         counts.first_at = time.perf_counter()
-        mm.ttft.observe(counts.first_at - self.started)
+        self.later.add(mm.ttft.observe, counts.first_at - self.started)
         upstream = self.upstream
         read = upstream.read
         chunk = self.first
@@ -130,14 +141,21 @@ class StreamRelay:
     async def _watch(self, receive: Receive, task: asyncio.Task[None]) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
+        self._gone(task)
+
+    def _gone(self, task: asyncio.Task[None]) -> None:
         self.client_gone = True
         task.cancel()
 
     def _report(self) -> None:
+        counts = self.counts
+        self.finish(Outcome(self.status, counts.prompt_tokens, counts.output_tokens))
+        self.later.add(self._observe)
+
+    def _observe(self) -> None:
         mm, counts = self.mm, self.counts
         if counts.first_at is not None and counts.last_at is not None and counts.events > 2:
             mm.itl.observe((counts.last_at - counts.first_at) / (counts.events - 2))
         if counts.reasoning or counts.content:
             mm.reasoning_tokens.observe(counts.reasoning)
             mm.answer_tokens.observe(counts.content)
-        self.finish(Outcome(self.status, counts.prompt_tokens, counts.output_tokens))

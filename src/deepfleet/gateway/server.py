@@ -140,5 +140,10 @@ def _serve(args: argparse.Namespace, host: str, spec: GatewaySpec) -> None:
         http=HTTP_PROTOCOL,
         log_level=args.log_level,
         access_log=False,
+        # The gateway reads no client address or scheme, so uvicorn's X-Forwarded-* rewrite
+        # (a middleware frame and a headers dict per request) buys nothing; nor does
+        # advertising the server in every answer's head.
+        proxy_headers=False,
+        server_header=False,
         timeout_graceful_shutdown=int(spec.drain_grace_s),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -126,14 +127,15 @@ class UpstreamConn(asyncio.Protocol):
         self._fail(TimeoutError("the engine was silent for longer than the read timeout"))
         self.abort()
 
-    async def request(self, host: str, path: str, body: bytes) -> UpstreamResponse:
+    async def request(self, head: bytes, body: bytes) -> UpstreamResponse:
+        """Send a request (`head` up to the Content-Length value); returns at its answer's head."""
         assert self.transport is not None
-        self.transport.write(
-            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), host.encode(), len(body), body)
-        )
+        self.transport.write(b"%s%d\r\n\r\n%s" % (head, len(body), body))
         self.active_at = time.monotonic()
         self.timer = self.loop.call_later(self.pool.read_timeout, self._on_timer)
+        on_sent = self.pool.on_sent
+        if on_sent is not None:
+            on_sent()  # the engine computes meanwhile
         try:
             await self.head
         except BaseException:
@@ -218,32 +220,44 @@ class UpstreamResponse:
 
 
 class UpstreamPool:
-    """Idle keep-alive connections per engine address."""
+    """Idle keep-alive connections per engine address. `on_sent` is called after each request
+    is written, while the engine computes: work that can wait runs then."""
 
-    def __init__(self, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.on_sent = on_sent
         self.idle: dict[tuple[str, int], list[UpstreamConn]] = {}
-        self._keys: dict[str, tuple[str, int]] = {}
+        self._targets: dict[tuple[str, str], tuple[tuple[str, int], bytes]] = {}
 
-    def _key(self, url: str) -> tuple[str, int]:
-        key = self._keys.get(url)
-        if key is None:
+    def _target(self, url: str, path: str) -> tuple[tuple[str, int], bytes]:
+        """The engine's address and the request head up to the Content-Length value."""
+        target = self._targets.get((url, path))
+        if target is None:
             u = urlsplit(url)
-            key = self._keys[url] = (u.hostname or "127.0.0.1", u.port or 80)
-        return key
+            key = (u.hostname or "127.0.0.1", u.port or 80)
+            head = (
+                b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " % (path.encode(), key[0].encode(), key[1])
+            )
+            target = self._targets[(url, path)] = (key, head)
+        return target
 
     async def post(self, url: str, path: str, body: bytes) -> UpstreamResponse:
         """POST `body` (JSON) to `url + path`; returns once the status line and headers came."""
-        key = self._key(url)
-        host = f"{key[0]}:{key[1]}"
+        key, head = self._target(url, path)
         idle = self.idle.get(key)
         while idle:
             conn = idle.pop()
             if conn.closed:
                 continue
             try:
-                return await conn.request(host, path, body)
+                return await conn.request(head, body)
             except UpstreamError:
                 if conn.got_bytes:
                     raise
@@ -255,8 +269,10 @@ class UpstreamPool:
                     lambda: UpstreamConn(self, key), key[0], key[1]
                 )
         except OSError as exc:
-            raise UpstreamError(f"cannot connect to {host}: {exc.strerror or exc}") from exc
-        return await conn.request(host, path, body)
+            raise UpstreamError(
+                f"cannot connect to {key[0]}:{key[1]}: {exc.strerror or exc}"
+            ) from exc
+        return await conn.request(head, body)
 
     def close(self) -> None:
         for conns in self.idle.values():

@@ -11,6 +11,7 @@ The gateway's calls (one context per worker):
     await kv.start()                                  # in the app's lifespan; kv.stop() at exit
     policy = kv.policy(model, entry.routing)          # instead of build_policy(); cache per model
     route = await kv.prepare(model, path, body)       # before forwarding; never raises
+    route = kv.prepare_now(model, body)               # the same without an await, or None
     order = policy.order(route, endpoints)            # the proxy's call, now given `route`
 
 `policy.order` snapshots the endpoints itself (`kv.snapshot(endpoints, route)` is public for
@@ -32,13 +33,12 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 import msgspec
 import zmq.asyncio
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
 from deepfleet.fleet.state import FleetState, ModelRoute, read_state
@@ -65,6 +65,7 @@ RELAY_ENV = "DEEPFLEET_KV_RELAY"
 NEEDS_EVENTS = frozenset({"kv_aware"})
 DEFAULT_BLOCK_SIZE = 16
 REFRESH_S = 0.5
+NO_LOAD = EngineLoad()  # an engine not scraped yet
 
 
 def load_spec(state_path: Path) -> KvRoutingSpec:
@@ -96,6 +97,7 @@ class RoutingContext:
         self._replica_model: dict[str, str] = {}
         self._restarts: dict[str, int] = {}
         self._routed: defaultdict[str, int] = defaultdict(int)
+        self._decided: dict[tuple[str, str, str], Counter] = {}
         self._tokenizers: dict[str, asyncio.Future[ModelTokenizer | None]] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-tokenize")
         self._session: aiohttp.ClientSession | None = None
@@ -205,6 +207,14 @@ class RoutingContext:
         route = self._models.get(model)
         return (route.block_size if route else None) or DEFAULT_BLOCK_SIZE
 
+    def prepare_now(self, model: str, body: bytes) -> RouteRequest | None:
+        """`prepare`'s answer without an await when the model's policy needs no tokens, else
+        None (then await `prepare`)."""
+        route = self._models.get(model)
+        if route is None or route.routing not in NEEDS_TOKENS:
+            return RouteRequest(model, body)
+        return None
+
     async def prepare(self, model: str, path: str, body: bytes) -> RouteRequest:
         """The request as policies see it: block hashes and a prefix key when the model's
         policy uses them. Never raises: anything odd routes without tokens."""
@@ -238,21 +248,27 @@ class RoutingContext:
         """Endpoints with the engines' load and, for this request, their matched blocks."""
         hashes = request.block_hashes
         now = time.monotonic()
-        matched = self.index.match(hashes, now) if hashes else {}
+        index = self.index
+        matched = index.match(hashes, now) if hashes else {}
         loads = self.scraper.loads
+        routed = self._routed
         out = []
         for e in endpoints:
-            load = loads.get(e.replica_id)
+            rid = e.replica_id
+            load = loads.get(rid) or NO_LOAD
             out.append(
-                replace(
-                    e,
-                    running=load.running if load else 0,
-                    waiting=load.waiting if load else 0,
-                    kv_usage=load.kv_usage if load else 0.0,
-                    routed=self._routed.get(e.replica_id, 0),
-                    matched_blocks=matched.get(e.replica_id, 0),
-                    prefill_blocks=self.index.backlog(e.replica_id, now),
-                    cached_blocks=self.index.blocks_of(e.replica_id),
+                Endpoint(
+                    rid,
+                    e.model,
+                    e.url,
+                    in_flight=e.in_flight,
+                    running=load.running,
+                    waiting=load.waiting,
+                    kv_usage=load.kv_usage,
+                    routed=routed.get(rid, 0),
+                    matched_blocks=matched.get(rid, 0),
+                    prefill_blocks=index.backlog(rid, now),
+                    cached_blocks=index.blocks_of(rid),
                 )
             )
         return out
@@ -269,9 +285,13 @@ class RoutingContext:
         if policy in NEEDS_EVENTS and request.block_hashes:
             until = time.monotonic() + self.spec.pending_ttl_s
             self.index.assume(first.replica_id, request.block_hashes, until, at=time.time())
-        m = self.metrics
-        m.decisions.labels(model, policy, decision.reason).inc()
+        labels = (model, policy, decision.reason)
+        decided = self._decided.get(labels)
+        if decided is None:  # labels() validates and locks on every call: look up once
+            decided = self._decided[labels] = self.metrics.decisions.labels(*labels)
+        decided.inc()
         if request.block_hashes:
+            m = self.metrics
             m.routed_blocks.labels(model).inc(len(request.block_hashes))
             m.matched_blocks.labels(model).inc(first.matched_blocks)
 
