@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deepfleet.config.ui import reachable_host
+
 # Beside the fleet state file: the `routing` section as the controller wrote it for the gateway.
 KV_ROUTING_FILE = "kv_routing.json"
 
@@ -138,14 +140,15 @@ class RemoteTier(_Section):
         "go first); the LMCache server has no bound of its own.",
     )
 
+    def url_at(self, host: str) -> str:
+        """The fleet's own store's URL as seen through `host`."""
+        scheme = "lm" if self.kind == "lmcache" else "redis"
+        return f"{scheme}://{host}:{self.port}"
+
     @property
     def address(self) -> str:
         """The URL engines' LMCache connectors use."""
-        if self.url:
-            return self.url
-        scheme = "lm" if self.kind == "lmcache" else "redis"
-        reach = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"{scheme}://{reach}:{self.port}"
+        return self.url or self.url_at(reachable_host(self.host))
 
 
 class KvCacheSpec(_Section):

@@ -19,6 +19,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def reachable_host(host: str) -> str:
+    """The address that reaches a server on this machine that binds `host` (any: loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -20,6 +20,7 @@ from typing import IO
 
 from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
 from deepfleet.config.schema import FleetConfig, ModelSpec
+from deepfleet.config.ui import reachable_host
 from deepfleet.engines import ReplicaPlan
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet.health import HttpProbe
@@ -97,8 +98,7 @@ def gateway_launch(cfg: FleetConfig, state_dir: Path, python: str = sys.executab
 
 def local_url(host: str, port: int) -> str:
     """The URL to reach a server on this machine, also when it binds every address."""
-    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{reach}:{port}"
+    return f"http://{reachable_host(host)}:{port}"
 
 
 def model_route(model: ModelSpec, plans: list[ReplicaPlan]) -> ModelRoute:

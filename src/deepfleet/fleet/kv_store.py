@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from deepfleet.config.schema import FleetConfig
-from deepfleet.config.ui import is_loopback
+from deepfleet.config.ui import is_loopback, reachable_host
 from deepfleet.engines.base import LaunchSpec, ReplicaPlan
 from deepfleet.fleet.controller import Service
 from deepfleet.fleet.ports import port_in_use
@@ -66,5 +66,5 @@ def kv_store_service(cfg: FleetConfig, state_dir: Path, plans: list[ReplicaPlan]
         url=remote.address,
         log=str(state_dir / "logs" / f"{SERVICE_ID}.log"),
     )
-    probe = f"tcp://{remote.address.split('://', 1)[1]}"
+    probe = f"tcp://{reachable_host(remote.host)}:{remote.port}"
     return Service(status, LaunchSpec(argv=argv), probe, policy=STORE_POLICY, before_replicas=True)

@@ -287,8 +287,9 @@ def plan_local(
                 )
             )
             cpu_index += int(cpu)
-    if devices.short:
-        raise InfeasibleConfig(devices.problems())
+    problems = devices.problems()
+    if problems:
+        raise InfeasibleConfig(problems)
     return plans
 
 
@@ -314,8 +315,8 @@ class DevicePool:
     def __init__(self, devices: dict[str, list[str]]) -> None:
         self._free = {vendor: list(ids) for vendor, ids in devices.items()}
         self._total = {vendor: len(ids) for vendor, ids in devices.items()}
-        self._wanted: dict[str, list[tuple[int, ModelSpec, int]]] = {}
-        self.short = False
+        # vendor -> model index -> (model name, devices its replicas asked for)
+        self._wanted: dict[str, dict[int, tuple[str, int]]] = {}
 
     def take(self, index: int, model: ModelSpec, sizing: Sizing) -> tuple[str, ...]:
         vendor = ENGINE_VENDOR.get(model.engine)
@@ -324,29 +325,27 @@ class DevicePool:
         if not self._total.get(vendor):
             return ()
         need = devices_per_replica(model, sizing)
-        wanted = self._wanted.setdefault(vendor, [])
-        if not wanted or wanted[-1][0] != index:
-            wanted.append((index, model, 0))
-        i, m, n = wanted[-1]
-        wanted[-1] = (i, m, n + need)
+        wanted = self._wanted.setdefault(vendor, {})
+        wanted[index] = (model.name, wanted.get(index, (model.name, 0))[1] + need)
         free = self._free[vendor]
         if len(free) < need:
-            self.short = True
             return ()
         mine, self._free[vendor] = free[:need], free[need:]
         return tuple(mine)
 
     def problems(self) -> list[str]:
+        """Per vendor whose replicas asked for more devices than the machine has: why, and
+        the fields to change; empty when every replica got its own."""
         lines: list[str] = []
         for vendor, wanted in self._wanted.items():
-            total = sum(n for _, _, n in wanted)
+            total = sum(n for _, n in wanted.values())
             if total <= self._total[vendor]:
                 continue
             var = VISIBLE_DEVICES_ENV[vendor]
             lines.append(
                 f"the models need {total} {vendor} devices on this machine and it has "
                 f"{self._total[vendor]} ({var} or /dev): "
-                + ", ".join(f"models[{i}] {m.name} {n}" for i, m, n in wanted)
+                + ", ".join(f"models[{i}] {name} {n}" for i, (name, n) in wanted.items())
             )
             lines.append(
                 "  - lower `replicas` or `parallel` of a model, or pin its devices with "

@@ -104,15 +104,19 @@ def offload_plans(
     return out, notes
 
 
-def shared_store_launch(spec: KvCacheSpec, python: str = sys.executable) -> list[str] | None:
-    """The command of the shared KV store the fleet starts itself (remote tier without `url`)."""
+def shared_store_launch(
+    spec: KvCacheSpec, python: str = sys.executable, host: str | None = None
+) -> list[str] | None:
+    """The command of the shared KV store the fleet starts itself (remote tier without `url`),
+    listening on `host` (default: the config's `remote.host`)."""
     remote = spec.remote
     if spec.offload != "lmcache" or remote is None or remote.url:
         return None
+    bind = host or remote.host
     if remote.kind == "lmcache":
-        return [python, "-m", "lmcache.v1.server", remote.host, str(remote.port)]
+        return [python, "-m", "lmcache.v1.server", bind, str(remote.port)]
     # A cache, not a database: no snapshots, no append-only file.
-    argv = ["redis-server", "--bind", remote.host, "--port", str(remote.port),
+    argv = ["redis-server", "--bind", bind, "--port", str(remote.port),
             "--save", "", "--appendonly", "no"]  # fmt: skip
     if remote.max_gib is not None:
         argv += ["--maxmemory", f"{int(remote.max_gib * (1 << 30))}",
@@ -123,12 +127,7 @@ def shared_store_launch(spec: KvCacheSpec, python: str = sys.executable) -> list
 def container_store(spec: KvCacheSpec, host: str) -> tuple[list[str], str] | None:
     """The fleet's own store in a container deployment: its command (python3 of the engine
     image, listening on every address) and the URL engines reach it at through `host`."""
-    remote = spec.remote
-    if remote is None:
+    argv = shared_store_launch(spec, python="python3", host="0.0.0.0")
+    if argv is None or spec.remote is None:
         return None
-    bound = spec.model_copy(update={"remote": remote.model_copy(update={"host": "0.0.0.0"})})
-    argv = shared_store_launch(bound, python="python3")
-    if argv is None:
-        return None
-    scheme = "lm" if remote.kind == "lmcache" else "redis"
-    return argv, f"{scheme}://{host}:{remote.port}"
+    return argv, spec.remote.url_at(host)
