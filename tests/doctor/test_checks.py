@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -97,11 +99,17 @@ def test_missing_model_folder_on_this_machine(tmp_path: Path) -> None:
     assert f"model folder {tmp_path / 'absent'}" in found["model"].message
 
 
-def test_a_port_in_use_names_the_holder_and_the_fix() -> None:
+@contextlib.contextmanager
+def held_port() -> Iterator[int]:
+    """A loopback port this test listens on until the block ends."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
-        port = s.getsockname()[1]
+        yield s.getsockname()[1]
+
+
+def test_a_port_in_use_names_the_holder_and_the_fix() -> None:
+    with held_port() as port:
         cfg = default_config()
         cfg.gateway.port = port
         (f,) = port_findings(cfg)
@@ -113,10 +121,7 @@ def test_a_port_in_use_names_the_holder_and_the_fix() -> None:
 
 
 def test_the_fleets_kv_store_port_is_checked() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        port = s.getsockname()[1]
+    with held_port() as port:
         cfg = default_config()
         cfg.kv_cache = KvCacheSpec.model_validate(
             {"offload": "lmcache", "remote": {"kind": "redis", "port": port}}
