@@ -56,11 +56,14 @@ def apply_auth_env(state_dir: Path) -> None:
 
 
 def make_launcher(cfg: FleetConfig, state_dir: Path) -> Launcher:
-    """The Ray launcher (the `ray` entry of the launcher registry), connected."""
-    apply_auth_env(state_dir)
+    """The Ray launcher (the `ray` entry of the launcher registry), connected.
+
+    The launcher module imports ray, so it is imported here, after `connect` has put the
+    cluster's authentication settings in the environment."""
+    address = connect(cfg, state_dir)
     from deepfleet.fleet.ray.launcher import RayLauncher
 
-    return RayLauncher(cfg, state_dir)
+    return RayLauncher(cfg, state_dir, address=address, namespace=NAMESPACE)
 
 
 def connect(cfg: FleetConfig, state_dir: Path) -> str:

@@ -30,7 +30,6 @@ import ray
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines import ReplicaPlan
 from deepfleet.fleet.ray.actor import EngineHost
-from deepfleet.fleet.ray.connect import NAMESPACE, connect
 from deepfleet.fleet.ray.nodes import node_table
 from deepfleet.fleet.ray.placement import (
     Placement,
@@ -47,6 +46,9 @@ MIRRORED = ("state", "pid", "url", "node", "started_at", "ready_at", "last_exit"
 
 
 class RayLauncher:
+    """Replicas as Ray actors on a cluster this process is already connected to (`address`,
+    in `namespace`): `connect.make_launcher` connects first and builds this."""
+
     name = "ray"
 
     def __init__(
@@ -54,10 +56,13 @@ class RayLauncher:
         cfg: FleetConfig,
         state_dir: Path,
         *,
+        address: str,
+        namespace: str,
         poll_s: float = 0.5,
         unavailable_grace_s: float = 10.0,
     ) -> None:
-        self.address = connect(cfg, state_dir)
+        self.address = address
+        self.namespace = namespace
         self.prefix = "fleet-" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:8]
         self.device_key = device_key(cfg)
         self.devices_per_node = cfg.cluster.devices_per_node
@@ -213,7 +218,7 @@ class RayReplica:
                 self._policy,
                 cpu_slot=slot,
                 placement_group=name if where.spans_nodes else None,
-                namespace=NAMESPACE,
+                namespace=self.launcher.namespace,
             )
             self._set(ReplicaState.STARTING, nodes=addresses, node=addresses[0], detail=None)
             return await self._watch(actor, addresses[0])
