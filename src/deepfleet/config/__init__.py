@@ -1,9 +1,9 @@
 """fleet.yaml: schema, loading and clear errors."""
 
+from deepfleet.config.cluster import ClusterSpec
 from deepfleet.config.load import ConfigError, load, validate
 from deepfleet.config.schema import (
     BUNDLED,
-    ClusterSpec,
     FleetConfig,
     GatewaySpec,
     ModelSpec,

@@ -14,19 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from deepfleet.config.ui import reachable_host
+from deepfleet.config.base import Strict
+from deepfleet.net import reachable_host
 
 # Beside the fleet state file: the `routing` section as the controller wrote it for the gateway.
 KV_ROUTING_FILE = "kv_routing.json"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class KvRoutingSpec(_Section):
+class KvRoutingSpec(Strict):
     """How the gateway weighs cached prefixes against load (policies kv_aware, prefix_hash)."""
 
     prefix_weight: float = Field(
@@ -113,12 +110,12 @@ class KvRoutingSpec(_Section):
         return {}
 
 
-class DiskTier(_Section):
+class DiskTier(Strict):
     path: Path = Field(description="Local folder for LMCache's disk tier (fast NVMe).")
     gib: float = Field(gt=0, description="Disk space LMCache may use per replica, in GiB.")
 
 
-class RemoteTier(_Section):
+class RemoteTier(Strict):
     kind: Literal["lmcache", "redis"] = Field(
         "lmcache", description="Shared store: an LMCache server (lm://) or Redis (redis://)."
     )
@@ -151,7 +148,7 @@ class RemoteTier(_Section):
         return self.url or self.url_at(reachable_host(self.host))
 
 
-class KvCacheSpec(_Section):
+class KvCacheSpec(Strict):
     offload: Literal["none", "cpu", "lmcache"] = Field(
         "none",
         description="KV offloading on GPU engines: none; cpu (vLLM's native CPU offloading); "

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from deepfleet.config.checks import deploy_problems
 from deepfleet.config.schema import FleetConfig
 
 
@@ -69,7 +70,7 @@ def validate(data: Any, source: str = "fleet.yaml") -> FleetConfig:
                     f"models[{i}].source: model folder {m.source!r} {what} "
                     "(give a folder holding config.json, a hub id, or `bundled`)"
                 )
-    problems += cfg.deploy.problems(cfg.cluster, cfg.models)
+    problems += deploy_problems(cfg)
     if problems:
         raise ConfigError(source, problems)
     return cfg

@@ -5,19 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from deepfleet.config.base import Strict
+from deepfleet.config.cluster import ClusterSpec
+from deepfleet.config.deploy import DeploySpec
 from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.config.ui import UiSpec
 
 EngineName = Literal["vllm", "vllm-cpu", "sglang", "vllm-ascend", "mindie"]
 BUNDLED = "bundled"
-
-
-class Strict(BaseModel):
-    """Base for every section: unknown keys are errors, so typos never pass silently."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ParallelSpec(Strict):
@@ -85,21 +82,6 @@ class ModelSpec(Strict):
         return s.startswith(("/", "./", "../", "~")) or Path(s).expanduser().exists()
 
 
-class NetworkSpec(Strict):
-    interface: str | None = Field(None, description="NIC for GLOO/NCCL/TP sockets, e.g. eth0.")
-
-
-class ClusterSpec(Strict):
-    mode: Literal["local", "ray", "kubernetes"] = Field(
-        "local", description="local: child processes here; ray: a Ray cluster; kubernetes: KubeRay."
-    )
-    head: str | None = Field(None, description="Head node address (ray mode).")
-    nodes: int = Field(1, ge=1, description="Number of nodes in the cluster.")
-    devices_per_node: int = Field(1, ge=1, description="GPUs or NPUs per node.")
-    device: str = Field("CPU", description="Device type from the hardware catalog, e.g. A100-40GB.")
-    network: NetworkSpec = Field(default_factory=NetworkSpec)
-
-
 class AdmissionSpec(Strict):
     max_in_flight: int = Field(
         1024, ge=1, description="Requests each gateway worker sends upstream at once."
@@ -135,10 +117,6 @@ class GatewaySpec(Strict):
         None, ge=1, description="Default cap on reasoning chunks (thinking tokens) per request."
     )
     admission: AdmissionSpec = Field(default_factory=AdmissionSpec)
-
-
-# Imported here, not at the top: the deploy section builds on Strict and ParallelSpec above.
-from deepfleet.config.deploy import DeploySpec  # noqa: E402
 
 
 class FleetConfig(Strict):

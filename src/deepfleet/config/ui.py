@@ -8,32 +8,16 @@ ui:
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from deepfleet.config.base import Strict
+from deepfleet.net import is_loopback
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def reachable_host(host: str) -> str:
-    """The address that reaches a server on this machine that binds `host` (any: loopback)."""
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class UiSpec(_Section):
+class UiSpec(Strict):
     enabled: bool = Field(
         False, description="Start Open-WebUI with `deepfleet up` (the same as `up --ui`)."
     )

@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from deepfleet.config.ui import is_loopback
 from deepfleet.deploy.bundle import Bundle, to_yaml
 from deepfleet.deploy.k8s_ray import METRICS_PORT
 from deepfleet.deploy.multihost import render_nodes
@@ -27,6 +26,7 @@ from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment
 from deepfleet.deploy.texts import compose_readme, dockerfile
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus
 from deepfleet.kvcache.offload import container_store
+from deepfleet.net import is_loopback
 
 STATE_DIR = "/var/lib/deepfleet"
 KEY_FILE = f"{STATE_DIR}/admin-key.json"

@@ -14,11 +14,11 @@ import re
 from typing import Any
 
 from deepfleet.catalog.hardware import GiB
-from deepfleet.config.ui import is_loopback
 from deepfleet.deploy import k8s_ray
 from deepfleet.deploy.bundle import Bundle, to_yaml
 from deepfleet.deploy.plan import DeployError, DeployPlan
 from deepfleet.deploy.texts import dockerfile, k8s_readme
+from deepfleet.net import is_loopback
 
 WEBUI_PORT = 8080
 WEBUI_DATA_GIB = 5

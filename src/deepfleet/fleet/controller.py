@@ -20,7 +20,6 @@ from typing import IO
 
 from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
 from deepfleet.config.schema import FleetConfig, ModelSpec
-from deepfleet.config.ui import reachable_host
 from deepfleet.engines import ReplicaPlan
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet.health import HttpProbe
@@ -36,6 +35,7 @@ from deepfleet.fleet.state import (
 )
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
 from deepfleet.kvcache.offload import offload_plans
+from deepfleet.net import reachable_host
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "controller.lock"

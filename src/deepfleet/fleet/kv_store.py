@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 
 from deepfleet.config.schema import FleetConfig
-from deepfleet.config.ui import is_loopback, reachable_host
 from deepfleet.engines.base import LaunchSpec, ReplicaPlan
 from deepfleet.fleet.controller import Service
 from deepfleet.fleet.ports import port_in_use
 from deepfleet.fleet.state import ReplicaStatus
 from deepfleet.fleet.supervisor import SupervisorPolicy
 from deepfleet.kvcache.offload import GPU_ENGINES, shared_store_launch
+from deepfleet.net import is_loopback, reachable_host
 
 SERVICE_ID = "kv-store"
 # The store answers no HTTP; a TCP connect every few seconds tells it is up.

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from deepfleet.config.schema import FleetConfig
-from deepfleet.config.ui import UiSpec, is_loopback
+from deepfleet.config.ui import UiSpec
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet.controller import Service, keys_db_path, local_url
 from deepfleet.fleet.ports import port_in_use
 from deepfleet.fleet.state import ReplicaStatus
+from deepfleet.net import is_loopback
 from deepfleet.ui.credentials import LOCAL_KEY_FILE, ensure_credentials, secrets_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
