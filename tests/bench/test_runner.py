@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from deepfleet.bench.client import RequestResult, RequestSpec
-from deepfleet.bench.runner import LoadShape, run_load, singles
+from deepfleet.bench.runner import LoadShape, run_load
 
 
 def make_send(delay: float, log: list[str], peak: list[int]) -> object:
@@ -31,7 +31,7 @@ async def test_concurrency_caps_requests_in_flight(concurrency: int) -> None:
     specs = [RequestSpec(prompt=str(i)) for i in range(12)]
     run = await run_load(
         make_send(0.01, log, peak),  # type: ignore[arg-type]
-        singles(specs),
+        [[s] for s in specs],
         LoadShape(concurrency=concurrency),
         time_limit_s=10,
     )
@@ -60,7 +60,7 @@ async def test_time_limit_cancels_and_counts_failures() -> None:
     peak = [0]
     run = await run_load(
         make_send(5.0, log, peak),  # type: ignore[arg-type]
-        singles([RequestSpec(prompt="x")] * 4),
+        [[RequestSpec(prompt="x")]] * 4,
         LoadShape(concurrency=2),
         time_limit_s=0.1,
     )
@@ -74,7 +74,7 @@ async def test_schedule_delays_starts() -> None:
     peak = [0]
     run = await run_load(
         make_send(0.0, log, peak),  # type: ignore[arg-type]
-        singles([RequestSpec(prompt="a"), RequestSpec(prompt="b")]),
+        [[RequestSpec(prompt="a")], [RequestSpec(prompt="b")]],
         LoadShape(concurrency=4),
         time_limit_s=5,
         schedule_s=[0.0, 0.2],

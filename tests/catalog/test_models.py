@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from deepfleet.catalog.model_configs import BUILTIN_CONFIGS
 from deepfleet.catalog.models import (
     ModelFactsError,
-    catalog_names,
     from_hf_config,
     load_model_facts,
     shipped_format,
@@ -125,7 +125,7 @@ def test_catalog_lookup_ignores_case_and_owner(spelling: str) -> None:
 
 
 def test_catalog_holds_r1_v3_and_six_distills() -> None:
-    names = catalog_names()
+    names = tuple(BUILTIN_CONFIGS)
     assert {
         "deepseek-ai/DeepSeek-R1",
         "deepseek-ai/DeepSeek-R1-0528",

@@ -15,7 +15,7 @@ import zmq
 
 from deepfleet.bench.metrics import sample_sum
 from deepfleet.sim.block_hash import chain_hashes, external, none_hash
-from deepfleet.sim.kv_events import BlockStored, decode_batch
+from deepfleet.sim.kv_events import BlockStored, KVEventBatch
 from tests.contract.conftest import EngineUnderTest
 
 METRICS = (
@@ -157,7 +157,7 @@ def receive_stored(socket: zmq.Socket[Any], timeout_s: float) -> list[tuple[Any,
             assert len(seq) == 8
             raw = msgspec.msgpack.decode(payload)
             assert isinstance(raw, list) and isinstance(raw[1], list)
-            for event in decode_batch(payload).events:
+            for event in msgspec.msgpack.decode(payload, type=KVEventBatch).events:
                 if isinstance(event, BlockStored):
                     stored.append((raw, event))
     return stored

@@ -30,7 +30,8 @@ from deepfleet.engines import get_adapter
 from deepfleet.engines.vllm import SERVER_MODULE
 from deepfleet.fleet.replicas import MachineFacts, plan_local, size_fleet
 from deepfleet.kvcache.offload import offload_plans
-from deepfleet.planner.fleet import plan_model
+from deepfleet.planner import plan
+from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
 
 ROOT = Path(__file__).parents[2]
 WHEEL_026 = sorted((ROOT / ".gpu-wheels").glob("vllm-0.26.0-*.whl"))
@@ -86,7 +87,9 @@ def test_fleet_yaml_validates_and_fits(
 ) -> None:
     cfg = validate(config(name, models, tmp_path), f"{name}.yaml")
     assert cfg.cluster.devices_per_node == served.SCENARIOS[name].gpus
-    best = plan_model(cfg, cfg.models[0]).recommended
+    best = plan(
+        model_facts_for(cfg.models[0]), cluster_for(cfg), request_for(cfg.models[0])
+    ).recommended
     assert best is not None and best.feasible
     assert (best.tp, best.pp, best.attn_dp, best.ep) == layout
     (sizing,) = size_fleet(cfg)  # what `deepfleet up` does first: it does not refuse

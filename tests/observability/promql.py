@@ -57,5 +57,19 @@ def dashboard_queries(folder: Path) -> list[PanelQuery]:
 
 def pending_reads(expr: str) -> set[str]:
     """The pending (not yet exported) and GPU-only metrics an expression reads."""
-    bases = {names.base_name(m) for m in metric_names(expr)}
+    bases = {base_name(m) for m in metric_names(expr)}
     return bases & (set(names.PENDING) | set(names.DCGM))
+
+
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def base_name(series: str) -> str:
+    """The metric a stored series name belongs to: a histogram's `_bucket`/`_sum`/`_count`
+    series map to the histogram's name; anything else is returned as is."""
+    if series in names.ALL:
+        return series
+    for suffix in HISTOGRAM_SUFFIXES:
+        if series.endswith(suffix) and series[: -len(suffix)] in names.ALL:
+            return series[: -len(suffix)]
+    return series

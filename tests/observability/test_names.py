@@ -15,7 +15,7 @@ from deepfleet.observability import names
 from deepfleet.observability.dashboards import DASHBOARDS
 from deepfleet.observability.rules import alerting_rules, recording_rules
 from deepfleet.observability.settings import MonitoringSettings, Slo
-from tests.observability.promql import metric_names
+from tests.observability.promql import base_name, metric_names
 
 
 def _declared(registry: CollectorRegistry) -> set[str]:
@@ -45,9 +45,7 @@ def test_every_query_reads_only_named_metrics() -> None:
     settings = MonitoringSettings(gateway_url="http://g:1", slos={"m": Slo()})
     exprs = [q.expr for d in DASHBOARDS for p in d.panels for q in p.queries]
     exprs += [r["expr"] for r in (*recording_rules(settings), *alerting_rules(settings))]
-    unknown = {
-        (m, e) for e in exprs for m in metric_names(e) if names.base_name(m) not in names.ALL
-    }
+    unknown = {(m, e) for e in exprs for m in metric_names(e) if base_name(m) not in names.ALL}
     assert not unknown
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from deepfleet.config import FleetConfig, ModelSpec, default_config
-from deepfleet.planner.fleet import cluster_for, model_facts_for, plan_model, request_for
+from deepfleet.planner import plan
+from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
 from deepfleet.planner.memory import Parallelism
 
 
 def test_default_config_plans_the_bundled_model_on_the_cpu() -> None:
     cfg = default_config()
-    result = plan_model(cfg, cfg.models[0])
+    result = plan(model_facts_for(cfg.models[0]), cluster_for(cfg), request_for(cfg.models[0]))
     assert cluster_for(cfg).device.name == "CPU"
     assert model_facts_for(cfg.models[0]).num_layers == 30
     assert result.recommended is not None and result.recommended.kv_cache_space_gib == 4
@@ -50,7 +51,7 @@ def test_fixed_config_layout_is_judged_as_written() -> None:
             ],
         }
     )
-    result = plan_model(cfg, cfg.models[0])
+    result = plan(model_facts_for(cfg.models[0]), cluster_for(cfg), request_for(cfg.models[0]))
     assert len(result.layouts) == 1 and result.layouts[0].tp == 4
     assert result.recommended is None
     assert result.alternatives and result.alternatives[0].layout.feasible

@@ -16,8 +16,8 @@ import pytest
 from deepfleet.catalog import bundled
 from deepfleet.catalog.models import load_model_facts
 from deepfleet.config import ModelSpec, default_config
-from deepfleet.planner import cpu_kv_capacity, kv_dtype_bytes
-from deepfleet.planner.fleet import plan_model
+from deepfleet.planner import cpu_kv_capacity, kv_dtype_bytes, plan
+from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
 
 KV_SPACE_GIB = 1
 MAX_MODEL_LEN = 2048
@@ -76,7 +76,9 @@ def test_predicted_kv_tokens_match_vllm_cpu(tmp_path: Path) -> None:
         max_model_len=MAX_MODEL_LEN,
         engine_env={"VLLM_CPU_KVCACHE_SPACE": str(KV_SPACE_GIB)},
     )
-    layout = plan_model(default_config(), spec).recommended
+    layout = plan(
+        model_facts_for(spec), cluster_for(default_config()), request_for(spec)
+    ).recommended
     assert layout is not None
     # The plan from fleet.yaml and the direct function agree on the folder's config.json.
     facts = load_model_facts(str(model.path))

@@ -9,7 +9,7 @@ import pytest
 
 from deepfleet.sim.build import SimSpec, build
 from deepfleet.sim.calibration import H200_2026_11_29, Measured, measured_model, simulate
-from deepfleet.sim.profile import fixed_profile
+from tests.sim.profiles import fixed_profile
 
 
 def test_cpu_profile_keeps_its_vllm_cpu_fit() -> None:

@@ -9,8 +9,9 @@ import pytest
 
 from deepfleet.sim.engine import EngineConfig, SimEngine, VirtualClock
 from deepfleet.sim.output import OutputModel
-from deepfleet.sim.profile import LatencyProfile, fixed_profile
+from deepfleet.sim.profile import LatencyProfile
 from deepfleet.sim.tokenizer import FastTokenizer
+from tests.sim.profiles import fixed_profile
 
 STEP = 0.02
 PREFILL_TPS = 10_000.0

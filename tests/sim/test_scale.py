@@ -9,7 +9,7 @@ import time
 import pytest
 
 from deepfleet.bench.client import OpenAIClient, RequestResult, RequestSpec
-from deepfleet.bench.runner import LoadShape, run_load, singles
+from deepfleet.bench.runner import LoadShape, run_load
 from deepfleet.bench.stats import summarize
 from deepfleet.sim.build import SimSpec, build
 from deepfleet.sim.engine import ScaledClock
@@ -36,7 +36,9 @@ async def test_64_engines_start_fast_and_hold_their_timing() -> None:
 
         prompt = " ".join(["word"] * 200)
         specs = [RequestSpec(prompt=f"{i} {prompt}", max_tokens=32) for i in range(256)]
-        run = await run_load(send, singles(specs), LoadShape(concurrency=64), time_limit_s=120)
+        run = await run_load(
+            send, [[s] for s in specs], LoadShape(concurrency=64), time_limit_s=120
+        )
         for client in clients:
             await client.close()
     summary = summarize(run.results, run.duration_s)

@@ -52,11 +52,6 @@ class RunResult:
     timed_out: bool
 
 
-def singles(specs: Sequence[RequestSpec]) -> list[list[RequestSpec]]:
-    """Independent requests: one chain each."""
-    return [[spec] for spec in specs]
-
-
 async def run_load(
     send: Send,
     chains: Chains,

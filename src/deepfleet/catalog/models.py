@@ -156,11 +156,6 @@ def from_hf_config(config: Mapping[str, Any], name: str) -> ModelFacts:
     )
 
 
-def catalog_names() -> tuple[str, ...]:
-    """The hub ids the catalog knows, in catalog order."""
-    return tuple(BUILTIN_CONFIGS)
-
-
 def _catalog_key(name: str) -> str | None:
     wanted = name.strip().lower()
     for key in BUILTIN_CONFIGS:

@@ -104,15 +104,3 @@ RECORDED = (SLO_TTFT, SLO_ITL, SLO_E2E, TTFT_P99)
 PROMETHEUS = ("up",)
 
 ALL = frozenset((*VLLM, *GATEWAY, *FLEET, *PENDING, *DCGM, *RECORDED, *PROMETHEUS))
-HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-
-
-def base_name(series: str) -> str:
-    """The metric a stored series name belongs to: a histogram's `_bucket`/`_sum`/`_count`
-    series map to the histogram's name; anything else is returned as is."""
-    if series in ALL:
-        return series
-    for suffix in HISTOGRAM_SUFFIXES:
-        if series.endswith(suffix) and series[: -len(suffix)] in ALL:
-            return series[: -len(suffix)]
-    return series

@@ -15,7 +15,6 @@ from deepfleet.catalog.models import ModelFacts, load_model_facts
 from deepfleet.config.schema import FleetConfig, ModelSpec, ParallelSpec
 from deepfleet.planner.layout import ClusterShape, PlanRequest
 from deepfleet.planner.memory import Parallelism
-from deepfleet.planner.plan import Plan, plan
 
 BUNDLED_CATALOG_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _QUANTIZATION_FORMATS = {"awq": "int4", "gptq": "int4", "fp8": "fp8", "w8a8": "int8"}
@@ -73,8 +72,3 @@ def request_for(spec: ModelSpec) -> PlanRequest:
         enforce_eager=bool(args.get("enforce_eager", False)),
         cpu_kv_space_gib=int(kv_space) if kv_space else PlanRequest.cpu_kv_space_gib,
     )
-
-
-def plan_model(cfg: FleetConfig, spec: ModelSpec) -> Plan:
-    """Plan one model entry of a fleet config on its cluster."""
-    return plan(model_facts_for(spec), cluster_for(cfg), request_for(spec))

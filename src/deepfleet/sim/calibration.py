@@ -65,12 +65,6 @@ H200_2026_11_29 = (
         (12.505, 13.801, 17.758, 16.061),
     ),
 )
-# 2026-11-28, same engine and workload, one client process (../shared/gpu/README.md).
-H200_2026_11_28 = (
-    Measured(1, (211.0,), (54.0,)),
-    Measured(64, (11_499.0,), (133.0,)),
-    Measured(256, (12_764.0,), (370.0,)),
-)
 
 
 def measured_model() -> ModelFacts:

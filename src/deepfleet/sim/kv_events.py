@@ -117,8 +117,3 @@ class ZmqPublisher:
 
     def close(self) -> None:
         self._socket.close(linger=0)
-
-
-def decode_batch(payload: bytes) -> KVEventBatch:
-    """Decode one payload (the third frame) into typed events."""
-    return msgspec.msgpack.decode(payload, type=KVEventBatch)

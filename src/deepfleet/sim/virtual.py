@@ -16,14 +16,6 @@ from deepfleet.sim.profile import LatencyProfile
 from deepfleet.sim.tokenizer import FastTokenizer
 
 
-@dataclass(frozen=True, slots=True)
-class VirtualRun:
-    output_tokens_per_s: float
-    ttft: Distribution
-    itl: Distribution
-    duration_s: float
-
-
 def _engine(config: EngineConfig, profile: LatencyProfile) -> tuple[SimEngine, VirtualClock]:
     clock = VirtualClock()
     tokenizer = FastTokenizer()
@@ -59,36 +51,6 @@ class _Latencies:
         else:
             self.itls.append(now - last)
         self.itls.extend([0.0] * (tokens - 1))
-
-
-async def run_virtual(
-    config: EngineConfig,
-    profile: LatencyProfile,
-    *,
-    concurrency: int,
-    requests: int,
-    prompt_tokens: int,
-    output_tokens: int,
-) -> VirtualRun:
-    """`requests` requests of distinct prompts, `concurrency` at a time, fixed output length."""
-    engine, clock = _engine(config, profile)
-    seen = _Latencies()
-    slots = asyncio.Semaphore(concurrency)
-
-    async def one(index: int) -> None:
-        async with slots:
-            async for chunk in _request(engine, clock, index, prompt_tokens, output_tokens):
-                seen.add(*chunk)
-
-    await asyncio.gather(*(one(i) for i in range(requests)))
-    await engine.stop()
-    duration = clock.now()
-    return VirtualRun(
-        output_tokens_per_s=requests * output_tokens / duration if duration else 0.0,
-        ttft=Distribution.of(seen.ttfts),
-        itl=Distribution.of(seen.itls),
-        duration_s=duration,
-    )
 
 
 @dataclass(frozen=True, slots=True)
