@@ -30,8 +30,8 @@ from benchmarks.gpu.served import gpu_count
 from deepfleet.bench.client import OpenAIClient
 from deepfleet.catalog.hardware import GiB
 from deepfleet.config.kvcache import KvCacheSpec
+from deepfleet.engines.vllm import kv_transfer_config
 from deepfleet.fleet.ports import free_port
-from deepfleet.kvcache.offload import kv_transfer_config
 
 # Counter families worth keeping: GPU prefix cache, external (connector) hits, offload I/O.
 COUNTER = re.compile(r"^(vllm:[a-z_]*(prefix_cache|external|offload|kv_transfer)[a-z_]*)")

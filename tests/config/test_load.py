@@ -43,8 +43,8 @@ def test_reference_plan_shape() -> None:
         ({"gateway": {}}, "models: required field is missing"),
         (
             {"models": [{"name": "m", "engine": "tgi"}]},
-            "models[0].engine: Input should be 'vllm', 'vllm-cpu', 'sglang', 'vllm-ascend' or "
-            "'mindie' (got 'tgi')",
+            "models[0].engine: unknown engine; available: mindie, sglang, vllm, vllm-ascend, "
+            "vllm-cpu (got 'tgi')",
         ),
         (
             {"models": [{"name": "m"}, {"name": "m"}]},

@@ -27,9 +27,9 @@ from deepfleet.catalog import bundled
 from deepfleet.catalog.models import load_model_facts
 from deepfleet.config.load import validate
 from deepfleet.engines import get_adapter
+from deepfleet.engines.offload import offload_plans
 from deepfleet.engines.vllm import SERVER_MODULE
 from deepfleet.fleet.replicas import MachineFacts, plan_local, size_fleet
-from deepfleet.kvcache.offload import offload_plans
 from deepfleet.planner import plan
 from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
 

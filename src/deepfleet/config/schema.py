@@ -10,10 +10,10 @@ from pydantic import Field, field_validator, model_validator
 from deepfleet.config.base import Strict
 from deepfleet.config.cluster import ClusterSpec
 from deepfleet.config.deploy import DeploySpec
+from deepfleet.config.engines import ENGINE_NAMES, EngineName
 from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.config.ui import UiSpec
 
-EngineName = Literal["vllm", "vllm-cpu", "sglang", "vllm-ascend", "mindie"]
 BUNDLED = "bundled"
 
 
@@ -35,7 +35,10 @@ class ModelSpec(Strict):
         description="`bundled` (the demo model), a local folder holding config.json, or a hub id "
         "such as deepseek-ai/DeepSeek-R1.",
     )
-    engine: EngineName = Field("vllm-cpu", description="Engine that serves the replicas.")
+    engine: EngineName = Field(
+        "vllm-cpu",
+        description=f"Engine that serves the replicas: one of {', '.join(sorted(ENGINE_NAMES))}.",
+    )
     replicas: int | Literal["auto"] = Field(
         1, description="Independent copies of the model; `auto` lets the planner decide."
     )
@@ -63,6 +66,13 @@ class ModelSpec(Strict):
     trust_remote_code: bool = Field(
         False, description="Let the engine run Python code shipped with the model."
     )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _known_engine(cls, v: object) -> object:
+        if isinstance(v, str) and v not in ENGINE_NAMES:
+            raise ValueError(f"unknown engine; available: {', '.join(sorted(ENGINE_NAMES))}")
+        return v
 
     @field_validator("replicas")
     @classmethod

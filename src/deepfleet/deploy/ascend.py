@@ -21,11 +21,11 @@ from deepfleet.config.deploy import NodeSpec
 from deepfleet.deploy.bundle import Bundle, Raw, Var, Word, command, env_flags, script
 from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment
 from deepfleet.deploy.texts import ascend_readme
+from deepfleet.engines.registry import get_adapter
 from deepfleet.engines.vllm_ascend import node_env
 
 RANK_TABLE = "/etc/deepfleet/rank_table.json"
 BUNDLE_DIR = '"$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"'
-ASCEND_ENGINES = ("vllm-ascend", "mindie")
 
 
 def _folder(i: int, node: NodeSpec) -> str:
@@ -213,18 +213,23 @@ def _vllm_serve(dp: DeployPlan) -> str:
     return script(f"{dp.cfg.deploy.nodes[0].name}: start vllm-ascend through Ray", {}, lines)
 
 
+def _rank_table(dp: DeployPlan) -> bool:
+    """The engine spans nodes by a rank table (MindIE's multi-node mode), not through Ray."""
+    return any(get_adapter(m.spec.engine).multi_node == "rank-table" for m in dp.models)
+
+
 def _problems(dp: DeployPlan) -> list[str]:
     d, c = dp.cfg.deploy, dp.cfg.cluster
     problems = []
     if dp.device.vendor != "huawei":
         problems.append(f"cluster.device: {c.device} is not an Ascend NPU (use Ascend-910B)")
     engines = {m.spec.engine for m in dp.models}
-    if not engines <= set(ASCEND_ENGINES) or len(engines) > 1:
+    if any(get_adapter(e).vendor != "ascend" for e in engines) or len(engines) > 1:
         problems.append(
             f"models: one Ascend engine for all models (vllm-ascend or mindie), got "
             f"{', '.join(sorted(engines))}"
         )
-    if "mindie" in engines and (len(dp.models) > 1 or dp.models[0].replicas > 1):
+    if _rank_table(dp) and (len(dp.models) > 1 or dp.models[0].replicas > 1):
         problems.append(
             "models: MindIE runs one replica of one model over the nodes (its multi-node mode)"
         )
@@ -248,9 +253,9 @@ def render_ascend(dp: DeployPlan, config_text: str) -> Bundle:
         folder = _folder(i, node)
         bundle.add_script(f"{folder}/network.sh", _network(dp, node))
         bundle.add_script(f"{folder}/check.sh", _check(dp, i))
-        run = _mindie_run(dp, dp.models[0], i) if engine == "mindie" else _vllm_run(dp, i)
+        run = _mindie_run(dp, dp.models[0], i) if _rank_table(dp) else _vllm_run(dp, i)
         bundle.add_script(f"{folder}/run.sh", run)
-    if engine == "mindie":
+    if _rank_table(dp):
         bundle.add("rank_table.json", json.dumps(rank_table(dp), indent=1) + "\n")
     elif uses_ray(dp):
         bundle.add_script("serve.sh", _vllm_serve(dp))

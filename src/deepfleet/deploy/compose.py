@@ -24,8 +24,8 @@ from deepfleet.deploy.k8s_ray import METRICS_PORT
 from deepfleet.deploy.multihost import render_nodes
 from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment
 from deepfleet.deploy.texts import compose_readme, dockerfile
+from deepfleet.engines.offload import container_store
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus
-from deepfleet.kvcache.offload import container_store
 from deepfleet.net import is_loopback
 
 STATE_DIR = "/var/lib/deepfleet"

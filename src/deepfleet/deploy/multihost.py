@@ -15,7 +15,7 @@ import shlex
 from deepfleet.deploy.bundle import Bundle, Raw, Var, Word, command, script
 from deepfleet.deploy.k8s_ray import METRICS_PORT
 from deepfleet.deploy.plan import DeployPlan
-from deepfleet.kvcache.offload import container_store
+from deepfleet.engines.offload import container_store
 
 CONTAINER = "deepfleet-ray"
 LOG_DIR = "/var/log/deepfleet"

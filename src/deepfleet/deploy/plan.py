@@ -16,8 +16,8 @@ from deepfleet.catalog.models import ModelFacts, ModelFactsError, load_model_fac
 from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.config.schema import FleetConfig, ModelSpec
 from deepfleet.engines.base import LaunchSpec, ReplicaPlan
+from deepfleet.engines.offload import offload_plans
 from deepfleet.engines.registry import get_adapter
-from deepfleet.kvcache.offload import offload_plans
 from deepfleet.planner import Layout, plan
 from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
 

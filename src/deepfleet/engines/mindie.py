@@ -21,7 +21,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from deepfleet.engines.base import LaunchSpec, ReplicaPlan
+from deepfleet.config.kvcache import KvCacheSpec
+from deepfleet.engines.base import (
+    VISIBLE_DEVICES_ENV,
+    KvOffload,
+    LaunchSpec,
+    MultiNode,
+    ReplicaPlan,
+    Vendor,
+)
+from deepfleet.engines.load import VLLM_METRICS, LoadMetrics
 
 MINDIE_HOME = "/usr/local/Ascend/mindie/latest/mindie-service"
 SET_ENV_SCRIPTS = (
@@ -66,6 +75,19 @@ def _override(config: dict[str, Any], args: dict[str, Any]) -> None:
 class MindieAdapter:
     name: str = "mindie"
     health_path: str = "/health"
+    vendor: Vendor = "ascend"
+    visible_devices_env: str | None = VISIBLE_DEVICES_ENV["ascend"]
+    python_module: str | None = None  # a native daemon
+    default_block_size: int = CACHE_BLOCK
+    multi_node: MultiNode | None = "rank-table"
+    # Read under vLLM's names; not checked against a MindIE server.
+    load_metrics: LoadMetrics = VLLM_METRICS
+
+    def block_size(self, engine_args: dict[str, Any]) -> int:
+        return int(engine_args.get("cacheBlockSize") or self.default_block_size)
+
+    def kv_offload(self, spec: KvCacheSpec, remote_url: str | None = None) -> KvOffload | None:
+        return None
 
     def config(self, plan: ReplicaPlan) -> dict[str, Any]:
         """MindIE's config.json for this replica (one node's share of NPUs: tp)."""
@@ -158,5 +180,6 @@ class MindieAdapter:
                 "HCCL_CONNECT_TIMEOUT": "7200",
                 "HCCL_EXEC_TIMEOUT": "0",
             }
+        env.update(plan.env_defaults)
         env.update(plan.model.engine_env)
         return LaunchSpec(argv=["/bin/bash", "-c", script], env=env)

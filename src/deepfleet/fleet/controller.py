@@ -20,8 +20,9 @@ from typing import IO
 
 from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
 from deepfleet.config.schema import FleetConfig, ModelSpec
-from deepfleet.engines import ReplicaPlan
+from deepfleet.engines import ReplicaPlan, get_adapter
 from deepfleet.engines.base import LaunchSpec
+from deepfleet.engines.offload import offload_plans
 from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.launcher import Launcher, LocalLauncher, ReplicaRunner
 from deepfleet.fleet.state import (
@@ -34,13 +35,10 @@ from deepfleet.fleet.state import (
     write_state,
 )
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
-from deepfleet.kvcache.offload import offload_plans
 from deepfleet.net import reachable_host
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "controller.lock"
-# vLLM's KV block size when not configured: 16 on GPUs, 128 on its CPU build.
-DEFAULT_BLOCK_SIZE = {"vllm": 16, "vllm-cpu": 128, "sglang": 1, "vllm-ascend": 128, "mindie": 128}
 GATEWAY_SETTINGS = "gateway.json"
 KEYS_DB = "keys.db"
 
@@ -107,13 +105,12 @@ def model_route(model: ModelSpec, plans: list[ReplicaPlan]) -> ModelRoute:
     lens = [p.max_model_len for p in mine if p.max_model_len]
     folder = Path(mine[0].model_path) if mine else None
     tokenizer = str(folder) if folder and (folder / "tokenizer.json").is_file() else None
-    block = model.engine_args.get("block_size")
     return ModelRoute(
         model.name,
         model.routing,
         min(lens) if lens else None,
         tokenizer=tokenizer,
-        block_size=int(block) if block else DEFAULT_BLOCK_SIZE[model.engine],
+        block_size=get_adapter(model.engine).block_size(model.engine_args),
     )
 
 

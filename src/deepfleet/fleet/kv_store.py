@@ -14,13 +14,15 @@ import shutil
 import sys
 from pathlib import Path
 
+from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines.base import LaunchSpec, ReplicaPlan
+from deepfleet.engines.offload import shared_store_launch
+from deepfleet.engines.registry import get_adapter
 from deepfleet.fleet.controller import Service
 from deepfleet.fleet.ports import port_in_use
 from deepfleet.fleet.state import ReplicaStatus
 from deepfleet.fleet.supervisor import SupervisorPolicy
-from deepfleet.kvcache.offload import GPU_ENGINES, shared_store_launch
 from deepfleet.net import is_loopback, reachable_host
 
 SERVICE_ID = "kv-store"
@@ -32,15 +34,17 @@ class KvStoreError(Exception):
     """The fleet's own KV store cannot start here; the message names the field to change."""
 
 
-def store_python(plans: list[ReplicaPlan]) -> str:
-    """The interpreter of the GPU engines (LMCache is installed beside vLLM), else ours."""
-    return next((p.python for p in plans if p.model.engine in GPU_ENGINES), sys.executable)
+def store_python(plans: list[ReplicaPlan], spec: KvCacheSpec) -> str:
+    """The interpreter of the engines that offload (LMCache is installed beside them), else
+    ours."""
+    offloading = (p for p in plans if get_adapter(p.model.engine).kv_offload(spec) is not None)
+    return next((p.python for p in offloading), sys.executable)
 
 
 def kv_store_service(cfg: FleetConfig, state_dir: Path, plans: list[ReplicaPlan]) -> Service | None:
     """The Service of the fleet's own KV store, or None when the config wants none."""
     spec = cfg.kv_cache
-    argv = shared_store_launch(spec, store_python(plans))
+    argv = shared_store_launch(spec, store_python(plans, spec))
     remote = spec.remote
     if argv is None or remote is None:
         return None

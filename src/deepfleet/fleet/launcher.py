@@ -18,7 +18,7 @@ from typing import Protocol
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines import ReplicaPlan, get_adapter
 from deepfleet.fleet.health import HttpProbe
-from deepfleet.fleet.replicas import ENGINE_VENDOR, VISIBLE_DEVICES_ENV, MachineFacts, plan_local
+from deepfleet.fleet.replicas import MachineFacts, plan_local
 from deepfleet.fleet.state import NodeStatus, ReplicaStatus
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
 
@@ -73,8 +73,8 @@ class LocalLauncher:
     ) -> Supervisor:
         adapter = get_adapter(plan.model.engine)
         spec = adapter.launch_spec(plan)
-        if plan.devices:
-            var = VISIBLE_DEVICES_ENV[ENGINE_VENDOR[plan.model.engine]]
+        if plan.devices and adapter.visible_devices_env:
+            var = adapter.visible_devices_env
             spec = replace(spec, env={var: ",".join(plan.devices), **spec.env})
         return Supervisor(
             status,

@@ -21,7 +21,8 @@ import psutil
 from deepfleet.catalog import bundled
 from deepfleet.catalog.models import ModelFactsError
 from deepfleet.config.schema import FleetConfig, ModelSpec, ParallelSpec
-from deepfleet.engines.base import ReplicaPlan
+from deepfleet.engines.base import VISIBLE_DEVICES_ENV, ReplicaPlan
+from deepfleet.engines.registry import get_adapter
 from deepfleet.fleet.ports import free_port
 from deepfleet.planner import Plan, plan
 from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
@@ -32,10 +33,7 @@ CPU_KV_MIN_GIB, CPU_KV_MAX_GIB, CPU_KV_SHARE = 1, 2, 0.15
 KV_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 
 
-# The variable that hides devices from an engine, per device vendor, and the device nodes that
-# tell how many this machine has.
-VISIBLE_DEVICES_ENV = {"nvidia": "CUDA_VISIBLE_DEVICES", "ascend": "ASCEND_RT_VISIBLE_DEVICES"}
-ENGINE_VENDOR = {"vllm": "nvidia", "sglang": "nvidia", "vllm-ascend": "ascend", "mindie": "ascend"}
+# The device nodes that tell how many accelerators of each vendor this machine has.
 _DEVICE_NODE = {"nvidia": re.compile(r"nvidia(\d+)"), "ascend": re.compile(r"davinci(\d+)")}
 
 
@@ -68,6 +66,11 @@ class MachineFacts:
             psutil.virtual_memory().available,
             {vendor: visible_devices(vendor) for vendor in VISIBLE_DEVICES_ENV},
         )
+
+
+def on_cpu(model: ModelSpec) -> bool:
+    """The model runs on CPUs (its replicas share this host's memory and cores)."""
+    return get_adapter(model.engine).vendor == "cpu"
 
 
 class InfeasibleConfig(Exception):
@@ -221,7 +224,7 @@ def size_fleet(
             out.append(size_model(cfg, i, host_memory_bytes=share, cpu_kv_space_gib=kv))
         except InfeasibleConfig as exc:
             problems += exc.lines
-            if cfg.models[i].engine == "vllm-cpu" and cpu_replicas > 1 and host_memory_bytes:
+            if on_cpu(cfg.models[i]) and cpu_replicas > 1 and host_memory_bytes:
                 problems.append(
                     f"  - fewer CPU replicas: {cpu_replicas} share the "
                     f"{host_memory_bytes / GIB:.1f} GiB free on a host"
@@ -248,7 +251,7 @@ def replica_plan(
         max_model_len=sizing.max_model_len,
         max_num_seqs=sizing.max_num_seqs,
         gpu_memory_utilization=sizing.gpu_memory_utilization,
-        cpu_kv_cache_gib=sizing.cpu_kv_cache_gib if model.engine == "vllm-cpu" else None,
+        cpu_kv_cache_gib=sizing.cpu_kv_cache_gib if on_cpu(model) else None,
         python=python,
         engine_defaults=defaults,
     )
@@ -261,17 +264,15 @@ def plan_local(
     python: str = sys.executable,
 ) -> list[ReplicaPlan]:
     """One ReplicaPlan per replica of every model, sized by the planner, with its own ports."""
-    cpu_configured = sum(replica_count(m) for m in cfg.models if m.engine == "vllm-cpu")
+    cpu_configured = sum(replica_count(m) for m in cfg.models if on_cpu(m))
     sizings = size_fleet(cfg, machine.available_bytes, cpu_configured)
     plans: list[ReplicaPlan] = []
     taken: set[int] = {cfg.gateway.port}
-    cpu_total = sum(
-        s.replicas for m, s in zip(cfg.models, sizings, strict=True) if m.engine == "vllm-cpu"
-    )
+    cpu_total = sum(s.replicas for m, s in zip(cfg.models, sizings, strict=True) if on_cpu(m))
     cpu_index = 0
     devices = DevicePool(machine.devices or {})
     for index, (model, sizing) in enumerate(zip(cfg.models, sizings, strict=True)):
-        cpu = model.engine == "vllm-cpu"
+        cpu = on_cpu(model)
         for i in range(sizing.replicas):
             port = free_port(exclude=taken)
             events = free_port(exclude=taken | {port})
@@ -319,8 +320,9 @@ class DevicePool:
         self._wanted: dict[str, dict[int, tuple[str, int]]] = {}
 
     def take(self, index: int, model: ModelSpec, sizing: Sizing) -> tuple[str, ...]:
-        vendor = ENGINE_VENDOR.get(model.engine)
-        if vendor is None or VISIBLE_DEVICES_ENV[vendor] in model.engine_env:
+        adapter = get_adapter(model.engine)
+        vendor, var = adapter.vendor, adapter.visible_devices_env
+        if var is None or var in model.engine_env:
             return ()
         if not self._total.get(vendor):
             return ()

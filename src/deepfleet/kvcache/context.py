@@ -41,11 +41,12 @@ import zmq.asyncio
 from prometheus_client import CollectorRegistry, Counter
 
 from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
+from deepfleet.engines.load import EngineLoad
 from deepfleet.fleet.state import FleetState, ModelRoute, read_state
 from deepfleet.kvcache.events import EventStreams
 from deepfleet.kvcache.hashing import block_hashes, prefix_key
 from deepfleet.kvcache.index import KvIndex
-from deepfleet.kvcache.load import EngineLoad, LoadScraper
+from deepfleet.kvcache.load import LoadScraper
 from deepfleet.kvcache.metrics import RoutingMetrics
 from deepfleet.kvcache.subscriber import EventSubscriber, Publisher, Resyncer
 from deepfleet.kvcache.tokenize import ModelTokenizer, Prompt, decode_chat, decode_completion

@@ -17,6 +17,7 @@ from deepfleet.catalog import bundled
 from deepfleet.catalog.hardware import GiB, get_device
 from deepfleet.catalog.models import ModelFactsError
 from deepfleet.config.schema import FleetConfig
+from deepfleet.engines.registry import get_adapter
 from deepfleet.fleet.doctor.facts import NodeFacts, PathFacts
 from deepfleet.fleet.ports import port_in_use
 from deepfleet.planner import get_format, model_weight_bytes
@@ -143,7 +144,7 @@ def _accelerator(f: NodeFacts, exp: Expectations) -> Finding:
 
 
 def _engine(f: NodeFacts, exp: Expectations) -> Finding | None:
-    if not exp.engines & {"vllm", "vllm-cpu", "vllm-ascend"}:
+    if not any(get_adapter(e).python_module == "vllm" for e in exp.engines):
         return None
     if f.vllm_installed:
         return Finding("ok", f.node, "engine", "vLLM is installed")

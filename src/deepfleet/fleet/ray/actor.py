@@ -19,6 +19,7 @@ import aiohttp
 
 from deepfleet.engines import ReplicaPlan, get_adapter
 from deepfleet.engines.base import LaunchSpec
+from deepfleet.engines.load import VLLM_METRICS, LoadMetrics, parse_load
 from deepfleet.engines.vllm import SERVER_MODULE
 from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.ports import free_port
@@ -28,7 +29,6 @@ from deepfleet.fleet.replicas import cpu_binding
 from deepfleet.fleet.state import ReplicaState, ReplicaStatus
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
 
-LOAD_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 LOAD_EVERY_S = 2.0
 
 
@@ -54,13 +54,10 @@ def engine_cores(slot: tuple[int, int] | None, env: dict[str, str]) -> str | Non
     return cpu_binding(cores, index, count)
 
 
-def load_from_metrics(text: str) -> float:
-    """Running + waiting requests from a vLLM /metrics page."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(LOAD_METRICS):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def load_from_metrics(text: str, metrics: LoadMetrics = VLLM_METRICS) -> float:
+    """Running + waiting requests from an engine's /metrics page (0 when it reports neither)."""
+    load = parse_load(text, metrics=metrics)
+    return float(load.running + load.waiting) if load else 0.0
 
 
 def in_placement_group(
@@ -158,7 +155,10 @@ class EngineHost:
                 aiohttp.ClientSession(timeout=timeout) as session,
                 session.get(self._status.url + "/metrics") as resp,
             ):
-                return load_from_metrics(await resp.text()) if resp.status == 200 else None
+                if resp.status != 200:
+                    return None
+                metrics = get_adapter(self._plan.model.engine).load_metrics
+                return load_from_metrics(await resp.text(), metrics)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError, IndexError):
             return None
 

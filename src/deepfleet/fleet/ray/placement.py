@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deepfleet.engines.base import ReplicaPlan
+from deepfleet.engines.registry import get_adapter, known_engines
 
 DEVICE_KEYS = {"nvidia": "GPU", "huawei": "NPU", "cpu": "CPU"}
 """Ray's resource name for each device vendor of the hardware catalog."""
-ENGINES_WITH_RAY_EXECUTOR = frozenset({"vllm", "vllm-ascend"})
-"""Engines that can run one replica over several nodes through vLLM's Ray executor."""
 CPU_SPAN_REFUSAL = (
     "vLLM's CPU build has no Ray executor, so a replica cannot span nodes on it (vLLM "
     "0.32 CPU: 'current platform cpu does not support ray.'); keep tensor_parallel_size x "
@@ -69,10 +68,11 @@ def placement_for(
     if devices <= devices_per_node:
         bundle = {device_key: float(devices)}
         return Placement((bundle,), "STRICT_PACK", plan.tp, dict(bundle))
-    if plan.model.engine not in ENGINES_WITH_RAY_EXECUTOR:
+    if get_adapter(plan.model.engine).multi_node != "ray":
+        ray_engines = [e for e in known_engines() if get_adapter(e).multi_node == "ray"]
         raise PlacementError(
             f"{plan.replica_id}: {devices} devices span nodes, and engine {plan.model.engine!r} "
-            f"has no Ray executor ({', '.join(sorted(ENGINES_WITH_RAY_EXECUTOR))} do)"
+            f"has no Ray executor ({', '.join(ray_engines)} do)"
         )
     if plan.tp > devices_per_node or devices_per_node % plan.tp:
         raise PlacementError(
