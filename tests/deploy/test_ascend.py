@@ -50,9 +50,10 @@ def test_container_gets_every_device_and_mount(engine: str) -> None:
     for dev in ("davinci_manager", "hisi_hdc", "devmm_svm"):
         assert f"--device=/dev/{dev} \\" in run
     for mount in (
-        "/usr/local/Ascend/driver:/usr/local/Ascend/driver",
-        "/etc/hccn.conf:/etc/hccn.conf",
-        "/usr/bin/hccn_tool:/usr/bin/hccn_tool",
+        "/usr/local/Ascend/driver:/usr/local/Ascend/driver:ro",
+        "/etc/hccn.conf:/etc/hccn.conf:ro",
+        "/usr/bin/hccn_tool:/usr/bin/hccn_tool:ro",
+        "/var/log/npu/:/usr/slog",
         "/models:/models:ro",
     ):
         assert f"-v {mount} \\" in run

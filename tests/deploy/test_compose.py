@@ -60,7 +60,7 @@ def test_one_host_engines_get_their_gpus() -> None:
     assert first["volumes"][0] == "/models:/models:ro"
     assert first["entrypoint"][first["entrypoint"].index("--tensor-parallel-size") + 1] == "4"
     assert services["gateway"]["depends_on"] == list(engines)
-    assert services["grafana"]["ports"] == ["3300:3000"]
+    assert services["grafana"]["ports"] == ["127.0.0.1:3300:3000"]
     assert services["open-webui"]["environment"]["OPENAI_API_BASE_URL"] == (
         "http://gateway:8000/v1"
     )

@@ -4,6 +4,7 @@ sized and probed from the plan."""
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,12 @@ def test_kustomize_builds_every_object(built: list[dict[str, Any]]) -> None:
     assert kinds == sorted(
         [
             "Namespace",
-            "ConfigMap",
+            "Secret",  # fleet.yaml
+            "Secret",  # Ray's token
+            "Secret",  # Open-WebUI's admin password
+            "NetworkPolicy",
+            "NetworkPolicy",
+            "NetworkPolicy",
             "RayCluster",
             "Service",
             "Service",
@@ -167,8 +173,8 @@ def test_gateway_service_and_open_webui(built: list[dict[str, Any]]) -> None:
     assert env["OPENAI_API_BASE_URL"]["value"] == (
         "http://deepfleet-gateway.deepseek.svc.cluster.local:8000/v1"
     )
-    config = by_kind(built, "ConfigMap")[0]
-    assert config["data"]["fleet.yaml"] == CASES["r1-8x8-k8s"].text
+    config = next(s for s in by_kind(built, "Secret") if s["metadata"]["name"].endswith("-config"))
+    assert base64.b64decode(config["data"]["fleet.yaml"]).decode() == CASES["r1-8x8-k8s"].text
 
 
 @pytest.mark.parametrize(

@@ -70,11 +70,13 @@ def test_several_hosts_start_redis_on_the_head_before_the_engines(
     store = shlex.split(next(line for line in lines if "redis-server" in line))
     assert store[:3] == ["docker", "run", "--detach"]
     assert store[store.index("redis-server") :] == [
-        "redis-server", "--bind", "0.0.0.0", "--port", "65432", "--save", "", "--appendonly",
+        "redis-server", "--bind", "10.0.0.1", "--port", "65432", "--save", "", "--appendonly",
         "no", "--maxmemory", str(100 * 2**30), "--maxmemory-policy", "allkeys-lru",
+        "--requirepass", "${KV_STORE_PASSWORD}",
     ]  # fmt: skip
     assert serve.index("redis-server") < serve.index("vllm")
-    assert "LMCACHE_REMOTE_URL=redis://10.0.0.1:65432" in serve  # the head's address
+    # the head's address, with the password serve.sh reads from its 0600 file
+    assert '"LMCACHE_REMOTE_URL=redis://:${KV_STORE_PASSWORD}@10.0.0.1:65432"' in serve
     engine = shlex.split(next(line for line in lines if "vllm" in line))
     inner = shlex.split(engine[-1])
     assert vllm_args(inner[1 : inner.index(">>")], vllm_parser).kv_transfer_config

@@ -186,6 +186,11 @@ class KubernetesSpec(Strict):
 
 class MonitoringSpec(Strict):
     prometheus: bool = Field(True, description="Run Prometheus (compose).")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address compose publishes Prometheus and Grafana on; loopback unless set "
+        "(Prometheus has no login).",
+    )
     prometheus_port: int = Field(9090, ge=1, le=65535, description="Prometheus host port.")
     grafana: bool = Field(True, description="Run Grafana with Prometheus as data source.")
     grafana_port: int = Field(3001, ge=1, le=65535, description="Grafana host port.")

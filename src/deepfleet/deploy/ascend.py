@@ -9,6 +9,11 @@ For every node, in `nodes/<nn>-<name>/`:
   mounts. MindIE: the daemon with the rank table (every NPU address) and this node's
   MIES_CONTAINER_IP. vllm-ascend: one node runs `vllm serve`; several run Ray (the head
   first) and the head's serve.sh starts the engines through it.
+
+The containers use host networking (README.md says why). Driver, tools and /etc/hccn.conf
+are mounted read-only (READ_ONLY_MOUNTS: a process in the container must not be able to
+rewrite the host's NPU tooling or network config). Ray, when used, runs with token
+authentication and its dashboard on 127.0.0.1, as in multihost.py.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from deepfleet.config.deploy import NodeSpec
 from deepfleet.deploy.bundle import Bundle, Raw, Var, Word, command, env_flags, script
+from deepfleet.deploy.multihost import RAY_TOKEN_FILE, add_ray_token, ray_auth_flags
 from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment
 from deepfleet.deploy.texts import ascend_readme
 from deepfleet.engines.registry import get_adapter
@@ -26,6 +32,16 @@ from deepfleet.engines.vllm_ascend import node_env
 
 RANK_TABLE = "/etc/deepfleet/rank_table.json"
 BUNDLE_DIR = '"$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"'
+READ_ONLY_MOUNTS = (
+    "/usr/local/dcmi",
+    "/usr/bin/hccn_tool",
+    "/usr/local/sbin/npu-smi",
+    "/usr/local/Ascend/driver",
+    "/usr/local/Ascend/firmware",
+    "/etc/hccn.conf",
+)
+"""Host paths mounted read-only whatever deploy.ascend.mounts says (the engines only read
+them; written, they would let a container change the host's driver or NPU network)."""
 
 
 def _folder(i: int, node: NodeSpec) -> str:
@@ -128,8 +144,20 @@ def _container(dp: DeployPlan) -> list[Word]:
     devices = [f"/dev/davinci{n}" for n in range(dp.cfg.cluster.devices_per_node)]
     words += [f"--device={dev}" for dev in [*devices, *d.ascend.devices]]
     for mount in [*d.ascend.mounts, f"{d.model_dir}:{d.model_dir}:ro"]:
-        words += ["-v", mount]
+        words += ["-v", read_only(mount)]
     return words
+
+
+def read_only(mount: str) -> str:
+    """`mount` with :ro when its host path is one of READ_ONLY_MOUNTS."""
+    host, _, rest = mount.partition(":")
+    if host.rstrip("/") not in READ_ONLY_MOUNTS:
+        return mount
+    parts = rest.split(":")
+    if len(parts) == 1:
+        return f"{mount}:ro"
+    options = [o for o in parts[1].split(",") if o not in ("rw", "ro")]
+    return f"{host}:{parts[0]}:{','.join(['ro', *options])}"
 
 
 def _mindie_run(dp: DeployPlan, m: ModelDeployment, index: int) -> str:
@@ -188,15 +216,19 @@ def _vllm_run(dp: DeployPlan, index: int) -> str:
         what = f"vllm-ascend ({m.spec.name})"
     else:
         role = (
-            f"--head --port={d.ray_port}" if index == 0 else f"--address=${{HEAD_IP}}:{d.ray_port}"
+            f"--head --port={d.ray_port} --dashboard-host=127.0.0.1"
+            if index == 0
+            else f"--address=${{HEAD_IP}}:{d.ray_port}"
         )
         ray = (
             f'"ray start --block {role} --node-ip-address=${{NODE_IP}} '
             f'--resources=\'{{\\"NPU\\": {per_node}}}\'"'
         )
+        words += ray_auth_flags()
         words += ["--entrypoint", "/bin/bash", Var("IMAGE"), "-c", Raw(ray)]
         what = "Ray head for vllm-ascend" if index == 0 else f"Ray node joining {d.nodes[0].name}"
-    return script(f"{node.name}: {what}", variables, [command(words)])
+    body = [command(words)] if single else [f"BUNDLE_DIR={BUNDLE_DIR}", command(words)]
+    return script(f"{node.name}: {what}", variables, body)
 
 
 def _vllm_serve(dp: DeployPlan) -> str:
@@ -258,7 +290,8 @@ def render_ascend(dp: DeployPlan, config_text: str) -> Bundle:
     if _rank_table(dp):
         bundle.add("rank_table.json", json.dumps(rank_table(dp), indent=1) + "\n")
     elif uses_ray(dp):
+        add_ray_token(bundle)
         bundle.add_script("serve.sh", _vllm_serve(dp))
     bundle.add("fleet.yaml", config_text)
-    bundle.add("README.md", ascend_readme(dp, engine))
+    bundle.add("README.md", ascend_readme(dp, engine, RAY_TOKEN_FILE in bundle.files))
     return bundle

@@ -1,8 +1,15 @@
 """A rendered bundle: relative path -> text, plus the helpers every renderer writes with
-(YAML documents in a stable order, shell scripts whose words are quoted once, here)."""
+(YAML documents in a stable order, shell scripts whose words are quoted once, here).
+
+Secrets: a renderer generates each password or token with `new_secret()` (random per render)
+and adds it with `add_private`, under SECRETS_DIR; private files are written 0600 (created
+with that mode, so never readable by others even for a moment). Other files may only refer to
+a secret (a compose variable, a kustomize secretGenerator file, a path), never hold it."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,15 +18,25 @@ from typing import Any
 
 import yaml
 
+SECRETS_DIR = "secrets"
+SECRET_BYTES = 32
+
+
+def new_secret() -> str:
+    """A random password or token (hex: safe in URLs, shell words and YAML as is)."""
+    return secrets.token_hex(SECRET_BYTES)
+
+
 SCRIPT_HEAD = "#!/usr/bin/env bash\n# {what}\n# Rendered by `deepfleet render` from fleet.yaml; edit the config, not this file.\nset -euo pipefail\n"  # noqa: E501
 
 
 @dataclass
 class Bundle:
-    """Files of one render target; scripts are written executable."""
+    """Files of one render target; scripts are written executable, private files 0600."""
 
     files: dict[str, str] = field(default_factory=dict)
     scripts: set[str] = field(default_factory=set)
+    private: set[str] = field(default_factory=set)
 
     def add(self, path: str, text: str) -> None:
         if path in self.files:
@@ -30,14 +47,25 @@ class Bundle:
         self.add(path, text)
         self.scripts.add(path)
 
+    def add_private(self, path: str, text: str) -> None:
+        """A file only its owner may read (secrets, or a config that holds one)."""
+        self.add(path, text)
+        self.private.add(path)
+
+    def mode(self, path: str) -> int:
+        return 0o600 if path in self.private else 0o755 if path in self.scripts else 0o644
+
     def write(self, out: Path) -> list[Path]:
         """Write every file under `out` (created if needed); returns the paths written."""
         written = []
         for rel, text in sorted(self.files.items()):
             target = out / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-            target.chmod(0o755 if rel in self.scripts else 0o644)
+            mode = self.mode(rel)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(f.fileno(), mode)
+                f.write(text)
             written.append(target)
         return written
 

@@ -10,6 +10,13 @@ The gateway runs without the controller here: `gateway/fleet.json` lists the eng
 ready, and the gateway's passive ejection skips one that refuses (still loading, or down)
 until it answers. Prometheus gets a minimal scrape config (gateway, engines, Ray nodes);
 Grafana gets Prometheus as its data source.
+
+Only the gateway is published on `gateway.host`; Prometheus and Grafana on
+`deploy.monitoring.host`, Open-WebUI on `ui.host` (both 127.0.0.1 unless the config says
+otherwise). Passwords are generated at render time into `.env` (0600), which compose reads
+for the `${...}` variables of compose.yaml: Grafana's admin, Open-WebUI's admin (created at
+start, signup off) and the fleet's Redis store (`--requirepass`; engines use
+redis://:PASSWORD@kv-store). The metrics token goes to Prometheus as a 0600 file.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from deepfleet.deploy.bundle import Bundle, to_yaml
+from deepfleet.deploy import webui
+from deepfleet.deploy.bundle import SECRETS_DIR, Bundle, new_secret, to_yaml
 from deepfleet.deploy.k8s_ray import METRICS_PORT
 from deepfleet.deploy.multihost import render_nodes
 from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment
@@ -30,10 +38,23 @@ from deepfleet.net import is_loopback
 
 STATE_DIR = "/var/lib/deepfleet"
 KEY_FILE = f"{STATE_DIR}/admin-key.json"
-WEBUI_PORT = 8080
 KV_STORE = "kv-store"
 GRAFANA_PORT = 3000
 HEALTH_INTERVAL_S = 30
+ENV_FILE = ".env"
+KV_PASSWORD_VAR = "KV_STORE_PASSWORD"
+METRICS_TOKEN_FILE = f"{SECRETS_DIR}/metrics_token"
+
+
+def _required(var: str) -> str:
+    """A compose variable that must be set (by .env: run compose from the bundle's folder)."""
+    return f"${{{var}:?set in .env; run docker compose from the bundle folder}}"
+
+
+def with_password(url: str, password: str) -> str:
+    """redis://host:port -> redis://:PASSWORD@host:port (Redis AUTH with the default user)."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://:{password}@{rest}"
 
 
 def engine_service(m: ModelDeployment, replica: int) -> str:
@@ -62,15 +83,20 @@ def _endpoints(dp: DeployPlan, multi_host: bool) -> list[tuple[ModelDeployment, 
 
 
 def _kv_store(dp: DeployPlan) -> tuple[dict[str, Any], str] | None:
-    """The fleet's own shared KV store as a service, and the URL engines reach it at."""
+    """The fleet's own shared KV store as a service, and the URL engines reach it at. It
+    publishes no port: only the compose network reaches it. Redis also wants the password
+    from .env; the LMCache server has no authentication, the network is all it has."""
     store = container_store(dp.cfg.kv_cache, KV_STORE)
     remote = dp.cfg.kv_cache.remote
     if store is None or remote is None:
         return None
     argv, url = store
     images = dp.cfg.deploy.images
-    image = images.vllm if remote.kind == "lmcache" else images.redis
-    return {"image": image, "entrypoint": argv, "restart": "unless-stopped"}, url
+    if remote.kind == "lmcache":
+        return {"image": images.vllm, "entrypoint": argv, "restart": "unless-stopped"}, url
+    argv = [*argv, "--requirepass", _required(KV_PASSWORD_VAR)]
+    service = {"image": images.redis, "entrypoint": argv, "restart": "unless-stopped"}
+    return service, with_password(url, f"${{{KV_PASSWORD_VAR}}}")
 
 
 def _engines(dp: DeployPlan, kv_store: str | None) -> dict[str, Any]:
@@ -168,7 +194,10 @@ def prometheus_config(dp: DeployPlan, multi_host: bool) -> dict[str, Any]:
         "static_configs": [{"targets": [f"gateway:{g.port}"]}],
     }
     if g.metrics_token:
-        gateway_job["authorization"] = {"type": "Bearer", "credentials": g.metrics_token}
+        gateway_job["authorization"] = {
+            "type": "Bearer",
+            "credentials_file": "/etc/prometheus/metrics_token",
+        }
     engines = [
         {
             "targets": [url.removeprefix("http://")],
@@ -189,7 +218,9 @@ def prometheus_config(dp: DeployPlan, multi_host: bool) -> dict[str, Any]:
     }
 
 
-def _monitoring(dp: DeployPlan, bundle: Bundle, multi_host: bool) -> dict[str, Any]:
+def _monitoring(
+    dp: DeployPlan, bundle: Bundle, env: dict[str, str], multi_host: bool
+) -> dict[str, Any]:
     mon, images = dp.cfg.deploy.monitoring, dp.cfg.deploy.images
     services: dict[str, Any] = {}
     if mon.prometheus:
@@ -200,13 +231,22 @@ def _monitoring(dp: DeployPlan, bundle: Bundle, multi_host: bool) -> dict[str, A
                 "--config.file=/etc/prometheus/prometheus.yml",
                 "--storage.tsdb.path=/prometheus",
             ],
-            "ports": [f"{mon.prometheus_port}:9090"],
+            "ports": [f"{mon.host}:{mon.prometheus_port}:9090"],
             "volumes": [
                 "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
                 "prometheus-data:/prometheus",
             ],
             "restart": "unless-stopped",
         }
+        token = dp.cfg.gateway.metrics_token
+        if token:
+            bundle.add_private(METRICS_TOKEN_FILE, token)
+            services["prometheus"]["volumes"].append(
+                f"./{METRICS_TOKEN_FILE}:/etc/prometheus/metrics_token:ro"
+            )
+            # The token file is 0600 and the host user's: Prometheus' own user could not
+            # read it through the bind mount.
+            services["prometheus"]["user"] = "0:0"
     if mon.grafana:
         source = {
             "apiVersion": 1,
@@ -221,9 +261,15 @@ def _monitoring(dp: DeployPlan, bundle: Bundle, multi_host: bool) -> dict[str, A
             ],
         }
         bundle.add("grafana/provisioning/datasources/prometheus.yaml", to_yaml(source))
+        env["GRAFANA_ADMIN_PASSWORD"] = new_secret()
         services["grafana"] = {
             "image": images.grafana,
-            "ports": [f"{mon.grafana_port}:{GRAFANA_PORT}"],
+            "environment": {
+                "GF_SECURITY_ADMIN_USER": "admin",
+                "GF_SECURITY_ADMIN_PASSWORD": _required("GRAFANA_ADMIN_PASSWORD"),
+                "GF_USERS_ALLOW_SIGN_UP": "false",
+            },
+            "ports": [f"{mon.host}:{mon.grafana_port}:{GRAFANA_PORT}"],
             "volumes": [
                 "./grafana/provisioning:/etc/grafana/provisioning:ro",
                 "grafana-data:/var/lib/grafana",
@@ -235,16 +281,21 @@ def _monitoring(dp: DeployPlan, bundle: Bundle, multi_host: bool) -> dict[str, A
     return services
 
 
-def _open_webui(dp: DeployPlan) -> dict[str, Any]:
+def _open_webui(dp: DeployPlan, env: dict[str, str]) -> dict[str, Any]:
     d = dp.cfg.deploy
+    env["WEBUI_ADMIN_EMAIL"] = webui.ADMIN_EMAIL
+    env["WEBUI_ADMIN_PASSWORD"] = new_secret()
     return {
         "image": d.images.open_webui,
         "environment": {
             "OPENAI_API_BASE_URL": f"http://gateway:{dp.cfg.gateway.port}/v1",
             "OPENAI_API_KEY": "${DEEPFLEET_API_KEY:-}",
-            "ENABLE_OLLAMA_API": "false",
+            **webui.SETTINGS,
+            "WEBUI_ADMIN_EMAIL": _required("WEBUI_ADMIN_EMAIL"),
+            "WEBUI_ADMIN_PASSWORD": _required("WEBUI_ADMIN_PASSWORD"),
+            "WEBUI_ADMIN_NAME": webui.ADMIN_NAME,
         },
-        "ports": [f"{d.open_webui.port}:{WEBUI_PORT}"],
+        "ports": [f"{dp.cfg.ui.host}:{d.open_webui.port}:{webui.WEBUI_PORT}"],
         "volumes": ["open-webui:/app/backend/data"],
         "depends_on": ["gateway"],
         "restart": "unless-stopped",
@@ -278,13 +329,16 @@ def render_compose(dp: DeployPlan, config_text: str) -> Bundle:
     multi_host = dp.cfg.cluster.nodes > 1
     _check(dp, multi_host)
     bundle = Bundle()
+    env: dict[str, str] = {}
     store = None if multi_host else _kv_store(dp)
+    if store and KV_PASSWORD_VAR in store[1]:
+        env[KV_PASSWORD_VAR] = new_secret()
     engines = {} if multi_host else _engines(dp, store[1] if store else None)
     services: dict[str, Any] = {
         **({KV_STORE: store[0]} if store else {}),
         **engines,
         "gateway": _gateway(dp, list(engines)),
-        **_monitoring(dp, bundle, multi_host),
+        **_monitoring(dp, bundle, env, multi_host),
     }
     volumes: dict[str, Any] = {}
     if "prometheus" in services:
@@ -292,15 +346,17 @@ def render_compose(dp: DeployPlan, config_text: str) -> Bundle:
     if "grafana" in services:
         volumes["grafana-data"] = {}
     if dp.cfg.deploy.open_webui.enabled:
-        services["open-webui"] = _open_webui(dp)
+        services["open-webui"] = _open_webui(dp, env)
         volumes["open-webui"] = {}
     compose: dict[str, Any] = {"name": "deepfleet", "services": services}
     if volumes:
         compose["volumes"] = volumes
     bundle.add("compose.yaml", to_yaml(compose))
     bundle.add("gateway/fleet.json", json.dumps(fleet_state(dp, multi_host), indent=1) + "\n")
-    bundle.add("gateway/gateway.json", gateway_settings(dp))
-    bundle.add("fleet.yaml", config_text)
+    bundle.add_private("gateway/gateway.json", gateway_settings(dp))
+    bundle.add_private("fleet.yaml", config_text)
+    env["DEEPFLEET_API_KEY"] = ""
+    bundle.add_private(ENV_FILE, "".join(f"{k}={v}\n" for k, v in env.items()))
     bundle.add("Dockerfile", dockerfile(dp))
     bundle.add("README.md", compose_readme(dp, multi_host))
     if multi_host:

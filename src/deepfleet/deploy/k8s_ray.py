@@ -11,6 +11,12 @@ rayStartParams the operator reads, so the operator and the pods agree. Probes:
   matter). Exec probes, because the gateway listens on 127.0.0.1 until an API key exists.
 - workers: raylet health only. The engines inside them are the controller's to supervise; no
   probe of a worker looks at an engine, so none can kill a replica that is loading.
+
+Ray runs with token authentication (RAY_AUTH_MODE=token, the token from the Secret
+<cluster>-ray-auth mounted read-only; the raylet health path stays public, so the worker
+probes need no token) and the dashboard on 127.0.0.1: what `deepfleet node start` does. The
+fleet.yaml is mounted from the Secret <cluster>-config, since it may hold the metrics token.
+Every pod carries INSTANCE_LABEL, which the NetworkPolicy (k8s_policy.py) selects on.
 """
 
 from __future__ import annotations
@@ -28,6 +34,38 @@ DASHBOARD_PORT = 8265
 CLIENT_PORT = 10001
 PROBE_PERIOD_S = 30
 MODELS_VOLUME = "models"
+RAY_AUTH_VOLUME = "ray-auth"
+RAY_AUTH_DIR = "/etc/deepfleet-ray-auth"
+RAY_AUTH_KEY = "token"
+SECRET_MODE = 0o400
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
+def ray_auth_secret(dp: DeployPlan) -> str:
+    return f"{dp.cfg.deploy.kubernetes.name}-ray-auth"
+
+
+def config_secret(dp: DeployPlan) -> str:
+    return f"{dp.cfg.deploy.kubernetes.name}-config"
+
+
+def _ray_auth_env() -> list[dict[str, str]]:
+    return [
+        {"name": "RAY_AUTH_MODE", "value": "token"},
+        {"name": "RAY_AUTH_TOKEN_PATH", "value": f"{RAY_AUTH_DIR}/{RAY_AUTH_KEY}"},
+    ]
+
+
+def _ray_auth_volume(dp: DeployPlan) -> dict[str, Any]:
+    secret = {"secretName": ray_auth_secret(dp), "defaultMode": SECRET_MODE}
+    return {"name": RAY_AUTH_VOLUME, "secret": secret}
+
+
+_RAY_AUTH_MOUNT = {"name": RAY_AUTH_VOLUME, "mountPath": RAY_AUTH_DIR, "readOnly": True}
+
+
+def pod_labels(dp: DeployPlan, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/component": component, INSTANCE_LABEL: dp.cfg.deploy.kubernetes.name}
 
 
 def head_service(dp: DeployPlan) -> str:
@@ -122,7 +160,7 @@ def _head(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
     d, k = dp.cfg.deploy, dp.cfg.deploy.kubernetes
     params = {
         "port": str(d.ray_port),
-        "dashboard-host": "0.0.0.0",
+        "dashboard-host": "127.0.0.1",
         "num-gpus": "0",
         "metrics-export-port": str(METRICS_PORT),
         "dashboard-agent-listen-port": str(AGENT_PORT),
@@ -145,12 +183,13 @@ def _head(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
             {"containerPort": METRICS_PORT, "name": "metrics"},
             {"containerPort": dp.cfg.gateway.port, "name": "gateway"},
         ],
-        "env": _network_env(dp),
+        "env": [*_ray_auth_env(), *_network_env(dp)],
         "resources": {"requests": resources, "limits": resources},
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "state", "mountPath": STATE_DIR},
             {"name": MODELS_VOLUME, "mountPath": d.model_dir, "readOnly": True},
+            _RAY_AUTH_MOUNT,
         ],
         **_head_probes(dp),
     }
@@ -161,16 +200,17 @@ def _head(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
         "volumeMounts": container["volumeMounts"][:2],
     }
     volumes = [
-        {"name": "config", "configMap": {"name": f"{k.name}-config"}},
+        {"name": "config", "secret": {"secretName": config_secret(dp), "defaultMode": SECRET_MODE}},
         {"name": "state", "persistentVolumeClaim": {"claimName": f"{k.name}-state"}},
         model_volume(dp),
+        _ray_auth_volume(dp),
     ]
     return {
         "rayStartParams": params,
         "serviceType": "ClusterIP",
         "template": {
             "metadata": {
-                "labels": {"app.kubernetes.io/component": "head"},
+                "labels": pod_labels(dp, "head"),
                 "annotations": {
                     "ray.io/overwrite-container-cmd": "true",
                     "prometheus.io/scrape": "true",
@@ -202,7 +242,7 @@ def _worker_group(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
         limits["cpu"] = str(k.worker_cpu)
     if k.worker_memory_gib is not None:
         limits["memory"] = f"{k.worker_memory_gib}Gi"
-    env = [{"name": "HF_HOME", "value": hf_home(dp)}, *_network_env(dp)]
+    env = [{"name": "HF_HOME", "value": hf_home(dp)}, *_ray_auth_env(), *_network_env(dp)]
     container = {
         "name": "ray-worker",
         "image": d.images.deepfleet,
@@ -214,12 +254,14 @@ def _worker_group(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": MODELS_VOLUME, "mountPath": d.model_dir, "readOnly": models_read_only(dp)},
+            _RAY_AUTH_MOUNT,
         ],
         **_worker_probes(),
     }
     volumes = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{d.shm_size_gib}Gi"}},
         model_volume(dp),
+        _ray_auth_volume(dp),
     ]
     nodes = dp.nodes_used
     return {
@@ -230,7 +272,7 @@ def _worker_group(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
         "rayStartParams": params,
         "template": {
             "metadata": {
-                "labels": {"app.kubernetes.io/component": "gpu-worker"},
+                "labels": pod_labels(dp, "gpu-worker"),
                 "annotations": {
                     "ray.io/overwrite-container-cmd": "true",
                     "prometheus.io/scrape": "true",

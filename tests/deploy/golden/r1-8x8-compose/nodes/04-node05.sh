@@ -10,6 +10,7 @@ IMAGE=vllm/vllm-openai:v0.32.0
 MODEL_DIR=/models
 HF_CACHE=/root/.cache/huggingface
 
+BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 docker run \
     --detach \
     --name deepfleet-ray \
@@ -22,6 +23,9 @@ docker run \
     -e "GLOO_SOCKET_IFNAME=${NIC}" \
     -e "TP_SOCKET_IFNAME=${NIC}" \
     -e "NCCL_SOCKET_IFNAME=${NIC}" \
+    -v "${BUNDLE_DIR}/secrets/ray_auth_token:/etc/deepfleet/ray_auth_token:ro" \
+    -e RAY_AUTH_MODE=token \
+    -e RAY_AUTH_TOKEN_PATH=/etc/deepfleet/ray_auth_token \
     --entrypoint /bin/bash \
     "${IMAGE}" \
     -c "ray start --block --address=${HEAD_IP}:6379 --node-ip-address=${NODE_IP} --metrics-export-port=8080"

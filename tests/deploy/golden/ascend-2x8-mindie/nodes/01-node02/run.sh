@@ -26,12 +26,12 @@ docker run \
     --device=/dev/davinci_manager \
     --device=/dev/hisi_hdc \
     --device=/dev/devmm_svm \
-    -v /usr/local/dcmi:/usr/local/dcmi \
-    -v /usr/bin/hccn_tool:/usr/bin/hccn_tool \
-    -v /usr/local/sbin/npu-smi:/usr/local/sbin/npu-smi \
-    -v /usr/local/Ascend/driver:/usr/local/Ascend/driver \
-    -v /usr/local/Ascend/firmware:/usr/local/Ascend/firmware \
-    -v /etc/hccn.conf:/etc/hccn.conf \
+    -v /usr/local/dcmi:/usr/local/dcmi:ro \
+    -v /usr/bin/hccn_tool:/usr/bin/hccn_tool:ro \
+    -v /usr/local/sbin/npu-smi:/usr/local/sbin/npu-smi:ro \
+    -v /usr/local/Ascend/driver:/usr/local/Ascend/driver:ro \
+    -v /usr/local/Ascend/firmware:/usr/local/Ascend/firmware:ro \
+    -v /etc/hccn.conf:/etc/hccn.conf:ro \
     -v /var/log/npu/:/usr/slog \
     -v /sys/fs/cgroup:/sys/fs/cgroup:ro \
     -v /models:/models:ro \
