@@ -20,6 +20,13 @@ if ((${#need[@]})); then
     echo "setup-test-deps: not root or no apt-get; missing ${need[*]} (their tests will skip)" >&2
   fi
 fi
+# SGLang's own argument parser, to check the commands deepfleet builds for it (tests/engines).
+# --no-deps into its own folder: SGLang's requirements would replace the torch vLLM pins.
+VENV=${DEEPFLEET_VENV:-.venv}
+if [[ ! -f .cache/sglang/.done ]]; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --target .cache/sglang \
+    sglang==0.5.23 orjson==3.13.0 ipython==9.19.1 traitlets==5.16.1 && touch .cache/sglang/.done
+fi
 if [[ -x scripts/setup-webui.sh ]]; then
   scripts/setup-webui.sh
 fi

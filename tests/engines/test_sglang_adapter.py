@@ -1,13 +1,16 @@
 """SGLang command lines: what we build, and that SGLang's own server-argument parser accepts it.
 
-The parser tests need `sglang` importable (CPU is enough: `pip install --no-deps sglang orjson
-ipython traitlets` gives `sglang.srt.server_args`); without it they are skipped.
+The parser tests need `sglang.srt.server_args` importable. CPU is enough: scripts/setup-test-deps.sh
+installs SGLang and the three modules its parser imports with `--no-deps` into .cache/sglang (never
+into the venv, whose torch and transformers vLLM pins); without it they are skipped.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,8 +70,13 @@ def test_environment_is_the_offload_defaults_under_the_models_own() -> None:
     assert env == {"A": "mine", "B": "y"}
 
 
+SGLANG_TARGET = Path(__file__).parents[2] / ".cache" / "sglang"
+
+
 @pytest.fixture(scope="module")
 def prepare() -> Any:
+    if SGLANG_TARGET.is_dir() and str(SGLANG_TARGET) not in sys.path:
+        sys.path.append(str(SGLANG_TARGET))
     server_args = pytest.importorskip(
         "sglang.srt.server_args", reason="sglang is not installed (pip install --no-deps sglang)"
     )
