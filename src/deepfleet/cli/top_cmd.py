@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from deepfleet.cli.common import FILE_OPT, STATE_OPT, load_config, out, resolve_state_dir
-from deepfleet.fleet.state import STATE_FILE, pid_alive
+from deepfleet.fleet.process import pid_alive
+from deepfleet.fleet.state import STATE_FILE
 from deepfleet.observability.sd import state_file_reader
 from deepfleet.observability.top import Fetch, Frame, TopSampler
 
