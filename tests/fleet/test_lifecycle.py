@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from deepfleet.config import FleetConfig
-from deepfleet.fleet.events import ControllerKilled, FleetEvent, Stopped
-from deepfleet.fleet.lifecycle import FleetAlreadyRunning, down, fleet_groups, fleet_lock
+from deepfleet.fleet.controller import Controller
+from deepfleet.fleet.events import ControllerKilled, FleetEvent, Serving, Stopped
+from deepfleet.fleet.lifecycle import FleetAlreadyRunning, down, fleet_groups, fleet_lock, serve
 from deepfleet.fleet.model_paths import model_paths
 from deepfleet.fleet.process import pid_alive
 from deepfleet.fleet.state import STATE_FILE, FleetState, ReplicaState, ReplicaStatus, write_state
@@ -128,3 +131,46 @@ def test_model_paths_resolve_folders_and_pass_hub_ids(tmp_path: Path) -> None:
         "local": str(folder.resolve()),
         "hub": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
     }
+
+
+class FakeController:
+    """What `serve` uses of a Controller: it publishes `states` in turn, then waits for stop."""
+
+    def __init__(self, url: str, states: list[ReplicaState]) -> None:
+        self.state = FleetState(1, url, gateway=status("gateway", 2))
+        self.state.replicas = [status("m-0", 3)]
+        self._states = states
+        self._listeners: list[Callable[[FleetState], None]] = []
+
+    def subscribe(self, listener: Callable[[FleetState], None]) -> None:
+        self._listeners.append(listener)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for s in self._states:
+            self.state.replicas[0].state = s
+            for listener in self._listeners:
+                listener(self.state)
+            await asyncio.sleep(0.05)
+        await stop.wait()
+
+
+def test_serve_announces_once_the_gateway_routes(ready_server: tuple[str, list[int]]) -> None:
+    url, codes = ready_server
+    codes[:] = [503, 503, 200]  # the gateway's table lags fleet.json by two polls
+    fake = FakeController(url, [ReplicaState.STARTING, ReplicaState.READY])
+    events: list[FleetEvent] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(cast(Controller, fake), events.append, stop, ()))
+        for _ in range(100):
+            if any(isinstance(e, Serving) for e in events):
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+
+    asyncio.run(main())
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["StateChanged", "StateChanged", "Serving"]
+    assert codes == [200]  # asked until it answered 200

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +42,7 @@ def fleet(gateway: ReplicaState | None, *replicas: ReplicaState, pid: int = 1) -
         (fleet(STARTING, READY), False),
         (fleet(None, READY), False),
         (fleet(READY), False),  # no replica: nothing to serve
+        (FleetState(**{**vars(fleet(READY, READY)), "stopping": True}), False),
     ],
 )
 def test_processes_ready(state: FleetState, ready: bool) -> None:
@@ -103,32 +101,6 @@ def test_wait_ready_ignores_another_process_state_and_reports_its_exit(tmp_path:
         wait_ready(tmp_path, 60, process=proc, probe=lambda u: GatewayView(True, ""),
                    clock=clock, sleep=clock.sleep)  # fmt: skip
     assert err.value.returncode == 3
-
-
-@pytest.fixture
-def ready_server() -> Iterator[tuple[str, list[int]]]:
-    """A tiny HTTP server whose /ready answers the next status of `codes` (the last one stays)."""
-    codes = [503, 200]
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            code = codes.pop(0) if len(codes) > 1 else codes[0]
-            body = b'{"ready": false, "models": {"m": 0}}' if code != 200 else b"{}"
-            self.send_response(code if self.path == "/ready" else 404)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", codes
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_gateway_view_against_a_local_server(ready_server: tuple[str, list[int]]) -> None:

@@ -196,7 +196,7 @@ def up_detached(
     except FleetNotReady as exc:
         raise FleetNotReady(
             f"{exc}; it keeps starting in the background (pid {child.pid}); see "
-            f"`deepfleet status` and {log}"
+            f"`deepfleet status` and {log} (wait longer with `up --detach --timeout`)"
         ) from None
 
 

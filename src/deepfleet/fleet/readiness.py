@@ -53,10 +53,11 @@ def gateway_view(url: str, timeout_s: float = 2.0) -> GatewayView:
 
 
 def processes_ready(state: FleetState) -> bool:
-    """The state file's view: the gateway, at least one replica, and every replica and
-    service are ready."""
+    """The state file's view: the fleet is not stopping, and the gateway, at least one
+    replica, and every replica and service are ready."""
     return (
-        state.gateway is not None
+        not state.stopping
+        and state.gateway is not None
         and state.gateway.state is ReplicaState.READY
         and bool(state.replicas)
         and all(r.state is ReplicaState.READY for r in [*state.replicas, *state.services])
@@ -67,6 +68,8 @@ def waiting_for(state: FleetState | None) -> str:
     """What a starting fleet still waits for, for a timeout message."""
     if state is None:
         return f"no {STATE_FILE} was written yet"
+    if state.stopping:
+        return "the fleet is stopping"
     procs = [*([state.gateway] if state.gateway else []), *state.replicas, *state.services]
     ready = ReplicaState.READY
     pending = [f"{p.replica_id} is {p.state.value}" for p in procs if p.state is not ready]
