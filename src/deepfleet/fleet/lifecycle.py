@@ -166,8 +166,8 @@ def up(
     docstring). Raises FleetAlreadyRunning, or what build_controller raises."""
     with fleet_lock(state_dir):
         controller = build_controller(cfg, state_dir, on_event, services)
-        on_event(Starting(len(controller.supervisors), controller.state.gateway_url,
-                          state_dir / "logs"))  # fmt: skip
+        url = controller.state.gateway_url
+        on_event(Starting(len(controller.supervisors), url, state_dir / "logs"))
         asyncio.run(serve(controller, on_event))
         on_event(Stopped())
 
