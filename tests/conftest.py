@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from typing import Any
 
@@ -19,3 +20,13 @@ def vllm_parser() -> Any:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
 
         return make_arg_parser(FlexibleArgumentParser())
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip(
+            "promtool is not installed: scripts/setup-test-deps.sh installs Debian's prometheus"
+        )
+    return path

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from deepfleet.fleet import readiness
 from deepfleet.fleet.ports import free_port
+from deepfleet.fleet.process import signal_group
 
 DEEPFLEET = [sys.executable, "-m", "deepfleet"]
 MODEL = "SmolLM2-135M-Instruct"
@@ -42,18 +41,15 @@ def wait_ready(
     log: Path,
     timeout: float = START_TIMEOUT_S,
 ) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"deepfleet up exited {proc.returncode}:\n{log.read_text()}")
-        st = status_json(state_dir)
-        reps = st.get("replicas") or []
-        gw = st.get("gateway") or {}
-        assert isinstance(reps, list) and isinstance(gw, dict)
-        if reps and gw.get("state") == "ready" and all(r["state"] == "ready" for r in reps):
-            return st
-        time.sleep(1)
-    raise AssertionError(f"fleet not ready in {timeout}s:\n{log.read_text()[-3000:]}")
+    """Until the fleet serves as `deepfleet up` means it (every process ready in fleet.json
+    and the gateway's /ready answering 200); its `status --json`."""
+    try:
+        readiness.wait_ready(state_dir, timeout, process=proc)
+    except readiness.FleetStartFailed as exc:
+        raise AssertionError(f"deepfleet up exited {exc.returncode}:\n{log.read_text()}") from None
+    except readiness.FleetNotReady as exc:
+        raise AssertionError(f"{exc}:\n{log.read_text()[-3000:]}") from None
+    return status_json(state_dir)
 
 
 @dataclass
@@ -109,8 +105,7 @@ def running_fleet(state_dir: Path, config: str | None = None) -> Iterator[Fleet]
             except subprocess.TimeoutExpired:
                 proc.kill()
         for pid in f.seen:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -1,22 +1,11 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from deepfleet.config import default_config
 from deepfleet.observability.render import render_monitoring, settings_for
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.skip(
-            "promtool is not installed: scripts/setup-test-deps.sh installs Debian's prometheus"
-        )
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from deepfleet.fleet.ports import free_port
+from deepfleet.fleet.readiness import gateway_view
 from tests.e2e.conftest import DEEPFLEET, MODEL, START_TIMEOUT_S, cli, status_json
 from tests.ui.browser import (
     DOCS,
@@ -36,11 +37,15 @@ pytestmark = pytest.mark.slow
 Status = dict[str, Any]
 
 
-def _ready(ids: tuple[str, ...]) -> Callable[[Status], bool]:
+def _ready(ids: tuple[str, ...], routing: bool = False) -> Callable[[Status], bool]:
+    """`ids` ready in the status; with `routing`, the gateway also routes every model (its
+    /ready, as `deepfleet up` means serving)."""
+
     def check(st: Status) -> bool:
         procs = [st.get("gateway") or {}, *st.get("replicas", []), *st.get("services", [])]
         states = {p.get("id"): p.get("state") for p in procs}
-        return all(states.get(i) == "ready" for i in ids)
+        ready = all(states.get(i) == "ready" for i in ids)
+        return ready and (not routing or gateway_view(str(st["gateway_url"])).ready)
 
     return check
 
@@ -104,7 +109,7 @@ def test_chat_in_browser_streams_and_survives_restart(tmp_path: Path) -> None:
     )
     state = tmp_path / "state"
     ui_url = f"http://127.0.0.1:{ui_port}"
-    everything = _ready(("gateway", f"{MODEL}-0", "open-webui"))
+    everything = _ready(("gateway", f"{MODEL}-0", "open-webui"), routing=True)
     with chromium() as browser:
         page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
         with up_ui(config, state, everything) as tree:

@@ -63,36 +63,38 @@ async def _stream(
             out.print()
 
 
+def chat(
+    prompt: str | None = typer.Argument(None, help="The question; read from stdin if absent."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model name (default: the first the gateway lists)."
+    ),
+    url: str | None = typer.Option(
+        None, "--url", help="Gateway URL (default: the running fleet's)."
+    ),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="DEEPFLEET_API_KEY"),
+    max_tokens: int = typer.Option(512, "--max-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature"),
+    state_dir: Path | None = STATE_OPT,
+) -> None:
+    """Ask the fleet a question and stream the answer."""
+    sdir = resolve_state_dir(None, state_dir)
+    if url is None:
+        state = current_state(sdir)
+        if state is None:
+            fail("no running fleet found; start one with `deepfleet up` or pass --url")
+        url = state.gateway_url
+    if api_key is None:
+        # The key `up --ui` saves for local clients once the gateway requires keys.
+        api_key = read_secret(secrets_dir(sdir) / LOCAL_KEY_FILE)
+    text = prompt if prompt is not None else sys.stdin.read()
+    if not text.strip():
+        fail("empty prompt")
+    try:
+        asyncio.run(_stream(url.rstrip("/"), model, text, api_key, max_tokens, temperature))
+    except aiohttp.ClientError as exc:
+        console.print(f"[red]cannot reach the gateway at {url}: {exc}[/]")
+        raise typer.Exit(1) from None
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def chat(
-        prompt: str | None = typer.Argument(None, help="The question; read from stdin if absent."),
-        model: str | None = typer.Option(
-            None, "--model", "-m", help="Model name (default: the first the gateway lists)."
-        ),
-        url: str | None = typer.Option(
-            None, "--url", help="Gateway URL (default: the running fleet's)."
-        ),
-        api_key: str | None = typer.Option(None, "--api-key", envvar="DEEPFLEET_API_KEY"),
-        max_tokens: int = typer.Option(512, "--max-tokens"),
-        temperature: float = typer.Option(0.0, "--temperature"),
-        state_dir: Path | None = STATE_OPT,
-    ) -> None:
-        """Ask the fleet a question and stream the answer."""
-        sdir = resolve_state_dir(None, state_dir)
-        if url is None:
-            state = current_state(sdir)
-            if state is None:
-                fail("no running fleet found; start one with `deepfleet up` or pass --url")
-            url = state.gateway_url
-        if api_key is None:
-            # The key `up --ui` saves for local clients once the gateway requires keys.
-            api_key = read_secret(secrets_dir(sdir) / LOCAL_KEY_FILE)
-        text = prompt if prompt is not None else sys.stdin.read()
-        if not text.strip():
-            fail("empty prompt")
-        try:
-            asyncio.run(_stream(url.rstrip("/"), model, text, api_key, max_tokens, temperature))
-        except aiohttp.ClientError as exc:
-            console.print(f"[red]cannot reach the gateway at {url}: {exc}[/]")
-            raise typer.Exit(1) from None
+    app.command()(chat)

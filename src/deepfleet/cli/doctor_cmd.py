@@ -53,26 +53,28 @@ def run_doctor(cfg: FleetConfig, state_dir: Path) -> list[Finding]:
     return findings + port_findings(cfg)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def doctor(
-        file: Path | None = FILE_OPT,
-        state_dir: Path | None = STATE_OPT,
-        as_json: bool = typer.Option(False, "--json", help="Findings as JSON."),
-    ) -> None:
-        """Check every node before `up`: driver and CUDA (or CPU), vLLM, /dev/shm, the NIC,
-        model folders or disk for downloads, ports, reachability between nodes, clocks.
+def doctor(
+    file: Path | None = FILE_OPT,
+    state_dir: Path | None = STATE_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Findings as JSON."),
+) -> None:
+    """Check every node before `up`: driver and CUDA (or CPU), vLLM, /dev/shm, the NIC,
+    model folders or disk for downloads, ports, reachability between nodes, clocks.
 
-        Exits 1 when a finding is an error.
-        """
-        cfg, findings = _config(file)
-        findings += run_doctor(cfg, resolve_state_dir(cfg, state_dir))
-        if as_json:
-            out.print_json(json.dumps([asdict(f) for f in findings]))
-        else:
-            for f in findings:
-                out.print(f"[{_COLORS[f.level]}]{f.line()}[/]", markup=True, highlight=False)
-            errors = sum(f.level == "error" for f in findings)
-            out.print(f"\n{errors} error(s), {sum(f.level == 'warn' for f in findings)} warning(s)")
-        if any(f.level == "error" for f in findings):
-            raise typer.Exit(1)
+    Exits 1 when a finding is an error.
+    """
+    cfg, findings = _config(file)
+    findings += run_doctor(cfg, resolve_state_dir(cfg, state_dir))
+    if as_json:
+        out.print_json(json.dumps([asdict(f) for f in findings]))
+    else:
+        for f in findings:
+            out.print(f"[{_COLORS[f.level]}]{f.line()}[/]", markup=True, highlight=False)
+        errors = sum(f.level == "error" for f in findings)
+        out.print(f"\n{errors} error(s), {sum(f.level == 'warn' for f in findings)} warning(s)")
+    if any(f.level == "error" for f in findings):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(doctor)

@@ -51,101 +51,103 @@ def _state(k: ApiKey, now: float) -> str:
     return "revoked" if k.revoked_at else "expired"
 
 
+def create(
+    name: str = typer.Option(..., "--name", help="Who or what the key is for."),
+    rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute."),
+    tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute."),
+    max_concurrent: int | None = typer.Option(
+        None, "--max-concurrent", min=1, help="Requests in flight at once."
+    ),
+    reasoning_cap: int | None = typer.Option(
+        None, "--reasoning-cap", min=1, help="Most thinking tokens per request."
+    ),
+    models: list[str] = typer.Option(
+        [], "--models", help="Models it may use (repeat); default: all."
+    ),
+    expires: str | None = typer.Option(None, "--expires", help="30d, 12h, or a date."),
+    admin: bool = typer.Option(False, "--admin", help="May call /admin routes."),
+    file: Path | None = FILE_OPT,
+    state_dir: Path | None = STATE_OPT,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a key; its secret is printed once and never stored."""
+    now = time.time()
+    expires_at = parse_expiry(expires, now) if expires else None
+    flat = tuple(m for item in models for m in item.split(",") if m)
+    key, secret = _store(file, state_dir).create(
+        name,
+        rpm=rpm,
+        tpm=tpm,
+        max_concurrent=max_concurrent,
+        reasoning_cap=reasoning_cap,
+        models=flat,
+        expires_at=expires_at,
+        admin=admin,
+    )
+    if as_json:
+        out.print_json(json.dumps({"key": dataclasses.asdict(key), "secret": secret}))
+        return
+    out.print(f"created key {key.id} ({name}). The secret is shown only now:\n{secret}")
+
+
+def list_keys(
+    file: Path | None = FILE_OPT,
+    state_dir: Path | None = STATE_OPT,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Keys with their limits and state (never their secrets)."""
+    keys = _store(file, state_dir).all()
+    now = time.time()
+    if as_json:
+        out.print_json(
+            json.dumps([{**dataclasses.asdict(k), "state": _state(k, now)} for k in keys])
+        )
+        return
+    table = Table()
+    for col in (
+        "id",
+        "name",
+        "state",
+        "rpm",
+        "tpm",
+        "concurrent",
+        "models",
+        "expires",
+        "admin",
+    ):
+        table.add_column(col)
+    for k in keys:
+        table.add_row(
+            k.id,
+            k.name,
+            _state(k, now),
+            str(k.rpm or "-"),
+            str(k.tpm or "-"),
+            str(k.max_concurrent or "-"),
+            ",".join(k.models) or "all",
+            _when(k.expires_at),
+            "yes" if k.admin else "",
+        )
+    out.print(table)
+
+
+def revoke(
+    key: str = typer.Argument(..., help="Key id, or a name (revokes every key of it)."),
+    file: Path | None = FILE_OPT,
+    state_dir: Path | None = STATE_OPT,
+) -> None:
+    """Revoke a key; every gateway worker refuses it from its next request on."""
+    revoked = _store(file, state_dir).revoke(key)
+    if not revoked:
+        fail(f"no live key with id or name {key!r}; see `deepfleet keys list`")
+    out.print("revoked " + ", ".join(f"{k.id} ({k.name})" for k in revoked))
+
+
 def register(app: typer.Typer) -> None:
     keys_app = typer.Typer(
         help="API keys for the gateway (stored hashed in SQLite).", no_args_is_help=True
     )
-
-    @keys_app.command("create")
-    def create(
-        name: str = typer.Option(..., "--name", help="Who or what the key is for."),
-        rpm: int | None = typer.Option(None, "--rpm", min=1, help="Requests per minute."),
-        tpm: int | None = typer.Option(None, "--tpm", min=1, help="Tokens per minute."),
-        max_concurrent: int | None = typer.Option(
-            None, "--max-concurrent", min=1, help="Requests in flight at once."
-        ),
-        reasoning_cap: int | None = typer.Option(
-            None, "--reasoning-cap", min=1, help="Most thinking tokens per request."
-        ),
-        models: list[str] = typer.Option(
-            [], "--models", help="Models it may use (repeat); default: all."
-        ),
-        expires: str | None = typer.Option(None, "--expires", help="30d, 12h, or a date."),
-        admin: bool = typer.Option(False, "--admin", help="May call /admin routes."),
-        file: Path | None = FILE_OPT,
-        state_dir: Path | None = STATE_OPT,
-        as_json: bool = typer.Option(False, "--json"),
-    ) -> None:
-        """Create a key; its secret is printed once and never stored."""
-        now = time.time()
-        expires_at = parse_expiry(expires, now) if expires else None
-        flat = tuple(m for item in models for m in item.split(",") if m)
-        key, secret = _store(file, state_dir).create(
-            name,
-            rpm=rpm,
-            tpm=tpm,
-            max_concurrent=max_concurrent,
-            reasoning_cap=reasoning_cap,
-            models=flat,
-            expires_at=expires_at,
-            admin=admin,
-        )
-        if as_json:
-            out.print_json(json.dumps({"key": dataclasses.asdict(key), "secret": secret}))
-            return
-        out.print(f"created key {key.id} ({name}). The secret is shown only now:\n{secret}")
-
-    @keys_app.command("list")
-    def list_keys(
-        file: Path | None = FILE_OPT,
-        state_dir: Path | None = STATE_OPT,
-        as_json: bool = typer.Option(False, "--json"),
-    ) -> None:
-        """Keys with their limits and state (never their secrets)."""
-        keys = _store(file, state_dir).all()
-        now = time.time()
-        if as_json:
-            out.print_json(
-                json.dumps([{**dataclasses.asdict(k), "state": _state(k, now)} for k in keys])
-            )
-            return
-        table = Table()
-        for col in (
-            "id",
-            "name",
-            "state",
-            "rpm",
-            "tpm",
-            "concurrent",
-            "models",
-            "expires",
-            "admin",
-        ):
-            table.add_column(col)
-        for k in keys:
-            table.add_row(
-                k.id,
-                k.name,
-                _state(k, now),
-                str(k.rpm or "-"),
-                str(k.tpm or "-"),
-                str(k.max_concurrent or "-"),
-                ",".join(k.models) or "all",
-                _when(k.expires_at),
-                "yes" if k.admin else "",
-            )
-        out.print(table)
-
-    @keys_app.command("revoke")
-    def revoke(
-        key: str = typer.Argument(..., help="Key id, or a name (revokes every key of it)."),
-        file: Path | None = FILE_OPT,
-        state_dir: Path | None = STATE_OPT,
-    ) -> None:
-        """Revoke a key; every gateway worker refuses it from its next request on."""
-        revoked = _store(file, state_dir).revoke(key)
-        if not revoked:
-            fail(f"no live key with id or name {key!r}; see `deepfleet keys list`")
-        out.print("revoked " + ", ".join(f"{k.id} ({k.name})" for k in revoked))
-
+    keys_app.command("create")(create)
+    keys_app.command("list")(list_keys)
+    keys_app.command("revoke")(revoke)
     app.add_typer(keys_app, name="keys")

@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from deepfleet.fleet.state import FleetState, NodeStatus, ReplicaStatus, pid_alive
+from deepfleet.fleet.process import pid_alive
+from deepfleet.fleet.state import FleetState, NodeStatus, ReplicaStatus
 
 _COLORS = {
     "ready": "green",

@@ -2,50 +2,33 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import typer
 
-from deepfleet.catalog import bundled
+from deepfleet.catalog.bundled import BundledModelError
 from deepfleet.cli.common import console, fail, out
+from deepfleet.cli.progress import Progress
+from deepfleet.fleet.model_paths import prepare_bundled
 
 
-def prepare_bundled(force: bool = False) -> bundled.BundledModel:
-    """Convert the bundled model if needed, with a live step line; fail with the fix."""
-    if not force and bundled.is_intact(bundled.default_target()):
-        return bundled.BundledModel(bundled.default_target())
-    started = time.monotonic()
-    with console.status("[bold]preparing the bundled model[/] (about 30 s, once)") as status:
-
-        def step(text: str) -> None:
-            status.update(
-                f"[bold]preparing the bundled model[/]: {text} ({time.monotonic() - started:.0f}s)"
-            )
-
+def prepare(
+    name: str = typer.Argument(..., help="`bundled` (the demo model SmolLM2-135M-Instruct)."),
+    force: bool = typer.Option(False, "--force", help="Convert again even when intact."),
+) -> None:
+    """Prepare a model; idempotent (skips when the folder is complete)."""
+    if name != "bundled":
+        fail(
+            f"only `bundled` can be prepared here; for {name!r} give a local folder or a "
+            "hub id as the model's `source` in fleet.yaml"
+        )
+    with Progress(console) as progress:
         try:
-            model = bundled.prepare(force=force, on_step=step)
-        except bundled.BundledModelError as exc:
+            model = prepare_bundled(force, progress)
+        except BundledModelError as exc:
             fail(str(exc))
-    console.print(f"bundled model ready in {time.monotonic() - started:.0f}s: {model.path}")
-    return model
+    out.print(str(model.path))
 
 
 def register(app: typer.Typer) -> None:
-    models_app = typer.Typer(help="Prepare models for serving.", no_args_is_help=True)
-
-    @models_app.command("prepare")
-    def prepare(
-        name: str = typer.Argument(..., help="`bundled` (the demo model SmolLM2-135M-Instruct)."),
-        force: bool = typer.Option(False, "--force", help="Convert again even when intact."),
-    ) -> None:
-        """Prepare a model; idempotent (skips when the folder is complete)."""
-        if name != "bundled":
-            fail(
-                f"only `bundled` can be prepared here; for {name!r} give a local folder or a "
-                "hub id as the model's `source` in fleet.yaml"
-            )
-        model = prepare_bundled(force)
-        out.print(str(Path(model.path)))
-
-    app.add_typer(models_app, name="models")
+    models = typer.Typer(help="Prepare models for serving.", no_args_is_help=True)
+    models.command("prepare")(prepare)
+    app.add_typer(models, name="models")

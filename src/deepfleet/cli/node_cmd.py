@@ -3,12 +3,7 @@ Ray node, started with safe defaults (see deepfleet.fleet.ray.start)."""
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import typer
@@ -22,54 +17,21 @@ from deepfleet.cli.common import (
     out,
     resolve_state_dir,
 )
-from deepfleet.fleet.ray.records import NodeRecord, living, snapshot, started_since, stop_processes
+from deepfleet.fleet.ray.records import NodeRecord, living, stop_processes
 from deepfleet.fleet.ray.start import (
     DASHBOARD_PORT,
     OBJECT_STORE_GIB,
     RAY_PORT,
     NodeOptions,
+    NodeSetupError,
     NodeStartError,
+    check_no_node,
     choose_node_ip,
-    default_token_path,
-    ensure_token,
-    node_ports,
+    choose_token,
+    ray_executable,
     ray_start_command,
-    token_auth_supported,
+    start_node,
 )
-
-DEFAULT_TEMP_DIR = "/tmp/ray"  # Ray's own default
-
-
-def _ray_executable() -> str:
-    beside = Path(sys.executable).with_name("ray")
-    found = str(beside) if beside.exists() else shutil.which("ray")
-    if not found:
-        fail('Ray is not installed: pip install "deepfleet[ray]" (or "ray[default]")')
-    return found
-
-
-def _token(
-    head: bool, auth: bool, token_file: Path | None, create: bool
-) -> tuple[Path | None, list[str]]:
-    """The token file to use (None: authentication off) and notes to print; the head
-    creates one when there is none and `create` is set."""
-    if not auth:
-        return None, ["token authentication off (--no-auth): keep Ray's ports on a private network"]
-    if not token_auth_supported():
-        return None, [
-            "this Ray has no token authentication: anyone who reaches its ports can run code "
-            "here; keep them on a private network"
-        ]
-    path = (token_file or default_token_path()).expanduser()
-    if head:
-        made = ensure_token(path) if create else False
-        return path, [f"token authentication on ({'new token in' if made else 'token'} {path})"]
-    if create and not path.is_file():
-        fail(
-            f"the cluster's token is not at {path}: copy the head's token file there "
-            f"(or pass --token-file), or start every node with --no-auth"
-        )
-    return path, [f"token authentication on ({path})"]
 
 
 def _print_started(o: NodeOptions, record: NodeRecord, notes: list[str], state_dir: Path) -> None:
@@ -101,70 +63,58 @@ def _print_started(o: NodeOptions, record: NodeRecord, notes: list[str], state_d
         out.print("Then, here: deepfleet up -f fleet.yaml")
 
 
-def register(app: typer.Typer) -> None:
-    node = typer.Typer(
-        help="This machine's Ray node for cluster mode: start (head or join) and stop.",
-        no_args_is_help=True,
-    )
-    app.add_typer(node, name="node")
-
-    @node.command("start")
-    def start(
-        head: bool = typer.Option(False, "--head", help="Start the cluster's head node."),
-        join: str | None = typer.Option(None, "--join", help="Join the cluster at HEAD:PORT."),
-        port: int = typer.Option(RAY_PORT, "--port", help="Head: the cluster's (GCS) port."),
-        file: Path | None = FILE_OPT,
-        interface: str | None = typer.Option(
-            None, "--interface", help="NIC of the cluster network (default: the config's)."
-        ),
-        node_ip: str | None = typer.Option(
-            None, "--node-ip", help="Address this node advertises (default: the NIC's)."
-        ),
-        num_cpus: int | None = typer.Option(None, "--num-cpus", min=0),
-        num_gpus: int | None = typer.Option(None, "--num-gpus", min=0),
-        object_store_gib: float = typer.Option(
-            OBJECT_STORE_GIB, "--object-store-gib", min=0.1, help="Ray object store size."
-        ),
-        temp_dir: str | None = typer.Option(None, "--temp-dir", help="Ray's temp dir."),
-        dashboard: bool = typer.Option(
-            True, "--dashboard/--no-dashboard", help="Head: Ray's dashboard on 127.0.0.1."
-        ),
-        dashboard_port: int = typer.Option(DASHBOARD_PORT, "--dashboard-port"),
-        port_base: int | None = typer.Option(
-            None,
-            "--port-base",
-            help="Fixed ports from here (node manager, object manager, agents, metrics, "
-            "workers at +10..+109): for firewalls, or several nodes on one host.",
-        ),
-        cores: str | None = typer.Option(
-            None, "--cores", help="CPU engines on this node bind these cores, e.g. 0-7."
-        ),
-        auth: bool = typer.Option(
-            True, "--auth/--no-auth", help="Ray token authentication (where Ray has it)."
-        ),
-        token_file: Path | None = typer.Option(
-            None, "--token-file", help="Token file (default: ~/.ray/auth_token)."
-        ),
-        state_dir: Path | None = STATE_OPT,
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the command; start nothing."),
-    ) -> None:
-        """Start Ray on this machine with safe defaults and print how to join it."""
-        if head == bool(join):
-            fail("give exactly one of --head or --join HEAD:PORT", 2)
-        cfg = load_config(file) if file else None
-        nic = interface or (cfg.cluster.network.interface if cfg else None)
-        sdir = resolve_state_dir(cfg, state_dir)
-        try:
-            ip = choose_node_ip(node_ip, nic)
-        except NodeStartError as exc:
-            fail(str(exc), 2)
-        previous = NodeRecord.load(sdir)
-        if previous is not None and living(previous.processes):
-            fail(
-                f"a Ray {previous.role} node started by deepfleet runs from {sdir} "
-                f"({previous.address}); stop it with `deepfleet node stop` first"
-            )
-        token, notes = _token(head, auth, token_file, create=not dry_run)
+def start(
+    head: bool = typer.Option(False, "--head", help="Start the cluster's head node."),
+    join: str | None = typer.Option(None, "--join", help="Join the cluster at HEAD:PORT."),
+    port: int = typer.Option(RAY_PORT, "--port", help="Head: the cluster's (GCS) port."),
+    file: Path | None = FILE_OPT,
+    interface: str | None = typer.Option(
+        None, "--interface", help="NIC of the cluster network (default: the config's)."
+    ),
+    node_ip: str | None = typer.Option(
+        None, "--node-ip", help="Address this node advertises (default: the NIC's)."
+    ),
+    num_cpus: int | None = typer.Option(None, "--num-cpus", min=0),
+    num_gpus: int | None = typer.Option(None, "--num-gpus", min=0),
+    object_store_gib: float = typer.Option(
+        OBJECT_STORE_GIB, "--object-store-gib", min=0.1, help="Ray object store size."
+    ),
+    temp_dir: str | None = typer.Option(None, "--temp-dir", help="Ray's temp dir."),
+    dashboard: bool = typer.Option(
+        True, "--dashboard/--no-dashboard", help="Head: Ray's dashboard on 127.0.0.1."
+    ),
+    dashboard_port: int = typer.Option(DASHBOARD_PORT, "--dashboard-port"),
+    port_base: int | None = typer.Option(
+        None,
+        "--port-base",
+        help="Fixed ports from here (node manager, object manager, agents, metrics, "
+        "workers at +10..+109): for firewalls, or several nodes on one host.",
+    ),
+    cores: str | None = typer.Option(
+        None, "--cores", help="CPU engines on this node bind these cores, e.g. 0-7."
+    ),
+    auth: bool = typer.Option(
+        True, "--auth/--no-auth", help="Ray token authentication (where Ray has it)."
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="Token file (default: ~/.ray/auth_token)."
+    ),
+    state_dir: Path | None = STATE_OPT,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the command; start nothing."),
+) -> None:
+    """Start Ray on this machine with safe defaults and print how to join it."""
+    if head == bool(join):
+        fail("give exactly one of --head or --join HEAD:PORT", 2)
+    cfg = load_config(file) if file else None
+    nic = interface or (cfg.cluster.network.interface if cfg else None)
+    sdir = resolve_state_dir(cfg, state_dir)
+    try:
+        ip = choose_node_ip(node_ip, nic)
+    except NodeStartError as exc:
+        fail(str(exc), 2)
+    try:
+        check_no_node(sdir)
+        token, notes = choose_token(head, auth, token_file, create=not dry_run)
         o = NodeOptions(
             head=head,
             node_ip=ip,
@@ -180,52 +130,47 @@ def register(app: typer.Typer) -> None:
             port_base=port_base,
             cores=cores,
             token_path=token,
-            ray=_ray_executable(),
+            ray=ray_executable(),
         )
-        argv, env = ray_start_command(o)
         if dry_run:
+            argv, env = ray_start_command(o)
             out.print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
             out.print(shlex.join(argv))
             return
-        before = snapshot()
         with console.status(f"starting the Ray {'head' if head else 'worker'} node"):
-            done = subprocess.run(
-                argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=300
-            )
-        if done.returncode != 0:
-            console.print((done.stdout + done.stderr).strip()[-3000:])
-            fail(f"`ray start` failed (exit {done.returncode}); see above")
-        tmp = temp_dir or DEFAULT_TEMP_DIR
-        record = NodeRecord(
-            role="head" if head else "worker",
-            address=f"{ip}:{port}" if head else str(join),
-            node_ip=ip,
-            temp_dir=tmp,
-            token_path=str(token) if token else None,
-            processes=started_since(before, tmp, ip),
-            started_at=time.time(),
-            ports=node_ports(o),
-            interface=nic,
-        )
-        record.save(sdir)
-        _print_started(o, record, notes, sdir)
+            record = start_node(o, sdir)
+    except NodeSetupError as exc:
+        if exc.output:
+            console.print(exc.output)
+        fail(str(exc))
+    _print_started(o, record, notes, sdir)
 
-    @node.command("stop")
-    def stop(
-        file: Path | None = FILE_OPT,
-        state_dir: Path | None = STATE_OPT,
-        grace: float = typer.Option(10, "--grace", help="Seconds between SIGTERM and SIGKILL."),
-    ) -> None:
-        """Stop the Ray node `deepfleet node start` started here, and everything under it
-        (its workers and the engines they host); other Ray processes are left alone."""
-        sdir = resolve_state_dir(load_config(file) if file else None, state_dir)
-        record = NodeRecord.load(sdir)
-        if record is None:
-            out.print(
-                f"no Ray node started by deepfleet from {sdir} (`ray stop` stops every Ray "
-                "process of this host)"
-            )
-            return
-        count = stop_processes(living(record.processes), grace)
-        (sdir / "ray-node.json").unlink(missing_ok=True)
-        out.print(f"stopped the Ray {record.role} node {record.node_ip} ({count} processes)")
+
+def stop(
+    file: Path | None = FILE_OPT,
+    state_dir: Path | None = STATE_OPT,
+    grace: float = typer.Option(10, "--grace", help="Seconds between SIGTERM and SIGKILL."),
+) -> None:
+    """Stop the Ray node `deepfleet node start` started here, and everything under it
+    (its workers and the engines they host); other Ray processes are left alone."""
+    sdir = resolve_state_dir(load_config(file) if file else None, state_dir)
+    record = NodeRecord.load(sdir)
+    if record is None:
+        out.print(
+            f"no Ray node started by deepfleet from {sdir} (`ray stop` stops every Ray "
+            "process of this host)"
+        )
+        return
+    count = stop_processes(living(record.processes), grace)
+    (sdir / "ray-node.json").unlink(missing_ok=True)
+    out.print(f"stopped the Ray {record.role} node {record.node_ip} ({count} processes)")
+
+
+def register(app: typer.Typer) -> None:
+    node = typer.Typer(
+        help="This machine's Ray node for cluster mode: start (head or join) and stop.",
+        no_args_is_help=True,
+    )
+    node.command("start")(start)
+    node.command("stop")(stop)
+    app.add_typer(node, name="node")

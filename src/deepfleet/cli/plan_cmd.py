@@ -61,100 +61,102 @@ def _plan_from_options(
     return plan(load_model_facts(model), cluster, _overrides(PlanRequest(), **values))
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("plan")
-    def plan_command(
-        model: str | None = typer.Option(
-            None,
-            "--model",
-            "-m",
-            help="Catalog name (e.g. DeepSeek-R1) or a folder with "
-            "config.json; with -f, picks one of the file's models by name.",
-        ),
-        dtype: str | None = typer.Option(
-            None,
-            "--dtype",
-            help="Weight format: bf16, fp16, fp8, int8 (W8A8), int4 (AWQ/GPTQ), or `all` to "
-            "compare them; default: as the checkpoint ships.",
-        ),
-        kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV cache dtype: auto, fp8."),
-        gpu: str | None = typer.Option(
-            None,
-            "--gpu",
-            help="Device: A100-40GB, A100-80GB, H100, H200, H800, H20, L40S, "
-            "RTX-4090, Ascend-910B, CPU.",
-        ),
-        gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", min=1),
-        nodes: int | None = typer.Option(None, "--nodes", min=1),
-        file: Path | None = typer.Option(
-            None, "-f", "--file", help="Plan the models of a fleet.yaml on its cluster."
-        ),
-        max_model_len: int | None = typer.Option(
-            None, "--max-model-len", min=16, help="Context per sequence; default: up to 32,768."
-        ),
-        concurrency: int | None = typer.Option(
-            None,
-            "--concurrency",
-            min=1,
-            help="Full-length sequences the cluster must hold at once; default: as many as fit.",
-        ),
-        kv_space: int | None = typer.Option(
-            None, "--cpu-kv-space", min=1, help="VLLM_CPU_KVCACHE_SPACE in GiB (CPU only)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
-        table: bool = typer.Option(
-            False, "--table", help="Print the planning document's VRAM table, corrected."
-        ),
-        show_all: bool = typer.Option(False, "--all", help="List every layout that does not fit."),
-    ) -> None:
-        """Plan a model on a cluster: layouts that fit, why others do not, and the pick.
+def plan_command(
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Catalog name (e.g. DeepSeek-R1) or a folder with "
+        "config.json; with -f, picks one of the file's models by name.",
+    ),
+    dtype: str | None = typer.Option(
+        None,
+        "--dtype",
+        help="Weight format: bf16, fp16, fp8, int8 (W8A8), int4 (AWQ/GPTQ), or `all` to "
+        "compare them; default: as the checkpoint ships.",
+    ),
+    kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV cache dtype: auto, fp8."),
+    gpu: str | None = typer.Option(
+        None,
+        "--gpu",
+        help="Device: A100-40GB, A100-80GB, H100, H200, H800, H20, L40S, "
+        "RTX-4090, Ascend-910B, CPU.",
+    ),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", min=1),
+    nodes: int | None = typer.Option(None, "--nodes", min=1),
+    file: Path | None = typer.Option(
+        None, "-f", "--file", help="Plan the models of a fleet.yaml on its cluster."
+    ),
+    max_model_len: int | None = typer.Option(
+        None, "--max-model-len", min=16, help="Context per sequence; default: up to 32,768."
+    ),
+    concurrency: int | None = typer.Option(
+        None,
+        "--concurrency",
+        min=1,
+        help="Full-length sequences the cluster must hold at once; default: as many as fit.",
+    ),
+    kv_space: int | None = typer.Option(
+        None, "--cpu-kv-space", min=1, help="VLLM_CPU_KVCACHE_SPACE in GiB (CPU only)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    table: bool = typer.Option(
+        False, "--table", help="Print the planning document's VRAM table, corrected."
+    ),
+    show_all: bool = typer.Option(False, "--all", help="List every layout that does not fit."),
+) -> None:
+    """Plan a model on a cluster: layouts that fit, why others do not, and the pick.
 
-        Exits 1 when nothing fits (printing the nearest alternatives), 2 on bad input.
-        """
-        if table:
-            rows = table_rows()
-            if as_json:
-                typer.echo(json.dumps([r.__dict__ for r in rows], indent=2))
-            else:
-                typer.echo(table_markdown(rows))
-            return
-        values: dict[str, Any] = {
-            "weight_format": dtype,
-            "kv_dtype": kv_dtype,
-            "max_model_len": max_model_len,
-            "concurrency": concurrency,
-            "cpu_kv_space_gib": kv_space,
-        }
-        formats = [f for f in FORMATS if f not in {"fp16", "fp32"}] if dtype == "all" else [dtype]
-        try:
-            if file is not None:
-                plans = [
-                    p
-                    for f in formats
-                    for p in _plans_from_file(
-                        file, model, gpu, nodes, gpus_per_node, **{**values, "weight_format": f}
-                    )
-                ]
-            else:
-                plans = [
-                    _plan_from_options(
-                        model, gpu, nodes, gpus_per_node, **{**values, "weight_format": f}
-                    )
-                    for f in formats
-                ]
-        except (ModelFactsError, UnknownDeviceError, ValueError) as exc:
-            fail(str(exc), code=2)
-        if dtype == "all" and not as_json:
-            typer.echo(formats_text(plans) + "\n")
-            # Detail the checkpoint's own format when it fits, else the least quantized.
-            shipped = [p for p in plans if p.weight_format.name == p.model.shipped_format]
-            plans = [p for p in shipped + plans if p.feasible][:1] or plans[:1]
+    Exits 1 when nothing fits (printing the nearest alternatives), 2 on bad input.
+    """
+    if table:
+        rows = table_rows()
         if as_json:
-            docs = [plan_json(p) for p in plans]
-            typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+            typer.echo(json.dumps([r.__dict__ for r in rows], indent=2))
         else:
-            for p in plans:
-                typer.echo(plan_text(p, show_infeasible=10_000 if show_all else 12))
-        if not all(p.feasible for p in plans):
-            console.print("[bold red]error:[/] the request does not fit (see above)")
-            raise typer.Exit(1)
+            typer.echo(table_markdown(rows))
+        return
+    values: dict[str, Any] = {
+        "weight_format": dtype,
+        "kv_dtype": kv_dtype,
+        "max_model_len": max_model_len,
+        "concurrency": concurrency,
+        "cpu_kv_space_gib": kv_space,
+    }
+    formats = [f for f in FORMATS if f not in {"fp16", "fp32"}] if dtype == "all" else [dtype]
+    try:
+        if file is not None:
+            plans = [
+                p
+                for f in formats
+                for p in _plans_from_file(
+                    file, model, gpu, nodes, gpus_per_node, **{**values, "weight_format": f}
+                )
+            ]
+        else:
+            plans = [
+                _plan_from_options(
+                    model, gpu, nodes, gpus_per_node, **{**values, "weight_format": f}
+                )
+                for f in formats
+            ]
+    except (ModelFactsError, UnknownDeviceError, ValueError) as exc:
+        fail(str(exc), code=2)
+    if dtype == "all" and not as_json:
+        typer.echo(formats_text(plans) + "\n")
+        # Detail the checkpoint's own format when it fits, else the least quantized.
+        shipped = [p for p in plans if p.weight_format.name == p.model.shipped_format]
+        plans = [p for p in shipped + plans if p.feasible][:1] or plans[:1]
+    if as_json:
+        docs = [plan_json(p) for p in plans]
+        typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    else:
+        for p in plans:
+            typer.echo(plan_text(p, show_infeasible=10_000 if show_all else 12))
+    if not all(p.feasible for p in plans):
+        console.print("[bold red]error:[/] the request does not fit (see above)")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan_command)

@@ -80,25 +80,31 @@ def _render(renderer: Renderer, file: Path, out_dir: Path, force: bool) -> None:
     console.print(f"[green]rendered[/] {len(bundle.files)} files; next: {out_dir / 'README.md'}")
 
 
+def k8s(file: Path = FILE_OPT, out_dir: Path = OUT_OPT, force: bool = FORCE_OPT) -> None:
+    """Kubernetes: KubeRay RayCluster, Services, volumes, Open-WebUI (kubectl apply -k)."""
+    _render(render_k8s, file, out_dir, force)
+
+
+def compose(file: Path = FILE_OPT, out_dir: Path = OUT_OPT, force: bool = FORCE_OPT) -> None:
+    """docker compose for one host; per-node Ray containers and serve.sh for several."""
+    _render(render_compose, file, out_dir, force)
+
+
+def ascend(file: Path = FILE_OPT, out_dir: Path = OUT_OPT, force: bool = FORCE_OPT) -> None:
+    """Ascend 910B per node: hccn_tool network, checks, MindIE or vllm-ascend container."""
+    _render(render_ascend, file, out_dir, force)
+
+
 def _register_k8s(render: typer.Typer) -> None:
-    @render.command("k8s")
-    def k8s(file: Path = FILE_OPT, out_dir: Path = OUT_OPT, force: bool = FORCE_OPT) -> None:
-        """Kubernetes: KubeRay RayCluster, Services, volumes, Open-WebUI (kubectl apply -k)."""
-        _render(render_k8s, file, out_dir, force)
+    render.command("k8s")(k8s)
 
 
 def _register_compose(render: typer.Typer) -> None:
-    @render.command("compose")
-    def compose(file: Path = FILE_OPT, out_dir: Path = OUT_OPT, force: bool = FORCE_OPT) -> None:
-        """docker compose for one host; per-node Ray containers and serve.sh for several."""
-        _render(render_compose, file, out_dir, force)
+    render.command("compose")(compose)
 
 
 def _register_ascend(render: typer.Typer) -> None:
-    @render.command("ascend")
-    def ascend(file: Path = FILE_OPT, out_dir: Path = OUT_OPT, force: bool = FORCE_OPT) -> None:
-        """Ascend 910B per node: hccn_tool network, checks, MindIE or vllm-ascend container."""
-        _render(render_ascend, file, out_dir, force)
+    render.command("ascend")(ascend)
 
 
 RENDER_TARGETS: tuple[Callable[[typer.Typer], None], ...] = (

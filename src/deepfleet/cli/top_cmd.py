@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from deepfleet.cli.common import FILE_OPT, STATE_OPT, load_config, out, resolve_state_dir
-from deepfleet.fleet.state import STATE_FILE, pid_alive
+from deepfleet.fleet.process import pid_alive
+from deepfleet.fleet.state import STATE_FILE
 from deepfleet.observability.sd import state_file_reader
 from deepfleet.observability.top import Fetch, Frame, TopSampler
 
@@ -101,22 +102,24 @@ async def _run(state_file: Path, interval: float, window: float, once: bool) -> 
                 live.update(render(frame), refresh=True)
 
 
+def top(
+    file: Path | None = FILE_OPT,
+    state_dir: Path | None = STATE_OPT,
+    interval: float = typer.Option(2.0, "--interval", "-n", help="Seconds between samples."),
+    window: float = typer.Option(10.0, "--window", help="Seconds the rates average over."),
+    once: bool = typer.Option(False, "--once", help="Print one frame (two samples) and exit."),
+) -> None:
+    """Live view: replicas, load, tokens/s, TTFT p50/p99 and prefix-cache hit rate."""
+    if interval <= 0 or window <= 0:
+        raise typer.BadParameter("--interval and --window must be positive")
+    sdir = resolve_state_dir(load_config(file) if file else None, state_dir)
+    state = state_file_reader(sdir / STATE_FILE)()
+    if state is None or not pid_alive(state.controller_pid):
+        out.print(f"no fleet is running from {sdir}")
+        raise typer.Exit(3)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(sdir / STATE_FILE, interval, window, once))
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def top(
-        file: Path | None = FILE_OPT,
-        state_dir: Path | None = STATE_OPT,
-        interval: float = typer.Option(2.0, "--interval", "-n", help="Seconds between samples."),
-        window: float = typer.Option(10.0, "--window", help="Seconds the rates average over."),
-        once: bool = typer.Option(False, "--once", help="Print one frame (two samples) and exit."),
-    ) -> None:
-        """Live view: replicas, load, tokens/s, TTFT p50/p99 and prefix-cache hit rate."""
-        if interval <= 0 or window <= 0:
-            raise typer.BadParameter("--interval and --window must be positive")
-        sdir = resolve_state_dir(load_config(file) if file else None, state_dir)
-        state = state_file_reader(sdir / STATE_FILE)()
-        if state is None or not pid_alive(state.controller_pid):
-            out.print(f"no fleet is running from {sdir}")
-            raise typer.Exit(3)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_run(sdir / STATE_FILE, interval, window, once))
+    app.command()(top)

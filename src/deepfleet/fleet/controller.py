@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import sys
@@ -16,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
 from deepfleet.config.schema import FleetConfig, ModelSpec
@@ -31,36 +29,14 @@ from deepfleet.fleet.state import (
     ModelRoute,
     ReplicaState,
     ReplicaStatus,
-    read_state,
     write_state,
 )
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
 from deepfleet.net import reachable_host
 
 log = logging.getLogger(__name__)
-LOCK_FILE = "controller.lock"
 GATEWAY_SETTINGS = "gateway.json"
 KEYS_DB = "keys.db"
-
-
-class FleetAlreadyRunning(Exception):
-    pass
-
-
-def acquire_lock(state_dir: Path) -> IO[str]:
-    """One controller per state dir: an exclusive flock held for the controller's life."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    handle = (state_dir / LOCK_FILE).open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        prev = read_state(state_dir / STATE_FILE)
-        pid = f" (pid {prev.controller_pid})" if prev else ""
-        raise FleetAlreadyRunning(
-            f"a fleet is already running from {state_dir}{pid}; stop it with `deepfleet down`"
-        ) from None
-    return handle
 
 
 def write_gateway_settings(cfg: FleetConfig, state_dir: Path) -> Path:

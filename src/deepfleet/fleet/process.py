@@ -1,7 +1,10 @@
 """A child process in its own session, logging to a file, stoppable as a whole group.
 
 Engines spawn workers of their own (vLLM's engine core, its CPU workers); starting each engine
-in a new session lets one killpg reach all of them, so nothing is left behind.
+in a new session lets one killpg reach all of them, so nothing is left behind. `signal_group`
+is the one way deepfleet signals such a tree: the supervisor's stop and `deepfleet down` (for
+groups a dead controller left behind) both use it. A group is named by its leader's pid, so
+it is reached even when the leader is gone and its children were re-parented.
 """
 
 from __future__ import annotations
@@ -14,6 +17,29 @@ import time
 from pathlib import Path
 
 from deepfleet.engines.base import LaunchSpec
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True while `pid` runs (a zombie counts as gone: it only waits to be reaped)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send `sig` to every process of the group `pgid`; a group that is gone is no error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 class ManagedProcess:
@@ -53,10 +79,8 @@ class ManagedProcess:
         return await self._proc.wait()
 
     def signal_group(self, sig: signal.Signals) -> None:
-        if self._proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, sig)
+        if self._proc is not None:
+            signal_group(self._proc.pid, sig)
 
     async def stop(self, grace_s: float = 15.0) -> int | None:
         """SIGTERM the group, then SIGKILL it after `grace_s`; returns the exit code."""

@@ -21,19 +21,11 @@ import subprocess
 import sys
 import time
 
+from deepfleet.fleet.process import pid_alive
+
 POLL_S = 0.5
 PR_SET_PDEATHSIG = 1
 WATCHER_SIGNAL = signal.SIGUSR2
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def watch_guard(guard: int) -> None:
@@ -65,7 +57,7 @@ def main(argv: list[str]) -> int:
         try:
             code = child.wait(POLL_S)
         except subprocess.TimeoutExpired:
-            if alive(watch):
+            if pid_alive(watch):
                 continue
             print(f"guard: supervisor {watch} is gone; killing the engine", file=sys.stderr)
             os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -14,16 +14,25 @@ Ray still listens on every interface: the node IP picks what it advertises, not 
 from __future__ import annotations
 
 import importlib.util
+import os
 import secrets
+import shutil
 import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from deepfleet.fleet.ray.records import NodeRecord, living, snapshot, started_since
+
 RAY_PORT = 6379
 DASHBOARD_PORT = 8265
 OBJECT_STORE_GIB = 2.0
+DEFAULT_TEMP_DIR = "/tmp/ray"  # Ray's own default
+START_TIMEOUT_S = 300
 NIC_VARS = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "TP_SOCKET_IFNAME", "HCCL_SOCKET_IFNAME")
 NODE_CORES_ENV = "DEEPFLEET_NODE_CORES"
 # Offsets from --port-base; workers take the 100 ports from base + WORKER_PORTS_OFFSET.
@@ -41,6 +50,15 @@ WORKER_PORTS_OFFSET, WORKER_PORTS = 10, 100
 
 class NodeStartError(ValueError):
     """The node cannot be started as asked; the message says what to give instead."""
+
+
+class NodeSetupError(Exception):
+    """This machine is not ready for a Ray node (Ray missing, no token, a node already
+    running) or `ray start` failed; `output` holds the tail of what `ray start` printed."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
 
 
 @dataclass(frozen=True)
@@ -181,3 +199,78 @@ def node_ports(o: NodeOptions) -> list[int]:
         offsets = {**PORT_OFFSETS, **(HEAD_PORT_OFFSETS if o.head else {})}
         ports += [o.port_base + off for off in offsets.values()]
     return ports
+
+
+def ray_executable() -> str:
+    """The `ray` beside this Python, else the one on PATH; NodeSetupError when neither."""
+    beside = Path(sys.executable).with_name("ray")
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if not found:
+        raise NodeSetupError(
+            'Ray is not installed: pip install "deepfleet[ray]" (or "ray[default]")'
+        )
+    return found
+
+
+def choose_token(
+    head: bool, auth: bool, token_file: Path | None, create: bool
+) -> tuple[Path | None, list[str]]:
+    """The token file to use (None: authentication off) and notes for the person starting the
+    node. The head creates one when there is none and `create` is set; a worker without the
+    head's token raises NodeSetupError."""
+    if not auth:
+        return None, ["token authentication off (--no-auth): keep Ray's ports on a private network"]
+    if not token_auth_supported():
+        return None, [
+            "this Ray has no token authentication: anyone who reaches its ports can run code "
+            "here; keep them on a private network"
+        ]
+    path = (token_file or default_token_path()).expanduser()
+    if head:
+        made = ensure_token(path) if create else False
+        return path, [f"token authentication on ({'new token in' if made else 'token'} {path})"]
+    if create and not path.is_file():
+        raise NodeSetupError(
+            f"the cluster's token is not at {path}: copy the head's token file there "
+            f"(or pass --token-file), or start every node with --no-auth"
+        )
+    return path, [f"token authentication on ({path})"]
+
+
+def check_no_node(state_dir: Path) -> None:
+    """NodeSetupError when a node deepfleet started from `state_dir` still runs."""
+    previous = NodeRecord.load(state_dir)
+    if previous is not None and living(previous.processes):
+        raise NodeSetupError(
+            f"a Ray {previous.role} node started by deepfleet runs from {state_dir} "
+            f"({previous.address}); stop it with `deepfleet node stop` first"
+        )
+
+
+def start_node(o: NodeOptions, state_dir: Path) -> NodeRecord:
+    """Run `ray start` for `o` and record the processes it left running in `state_dir`, so
+    `deepfleet node stop` stops exactly this node. NodeSetupError when `ray start` fails."""
+    argv, env = ray_start_command(o)
+    before = snapshot()
+    done = subprocess.run(
+        argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=START_TIMEOUT_S
+    )
+    if done.returncode != 0:
+        raise NodeSetupError(
+            f"`ray start` failed (exit {done.returncode}); see above",
+            (done.stdout + done.stderr).strip()[-3000:],
+        )
+    tmp = o.temp_dir or DEFAULT_TEMP_DIR
+    record = NodeRecord(
+        role="head" if o.head else "worker",
+        address=f"{o.node_ip}:{o.port}" if o.head else str(o.join),
+        node_ip=o.node_ip,
+        temp_dir=tmp,
+        token_path=str(o.token_path) if o.token_path else None,
+        processes=started_since(before, tmp, o.node_ip),
+        started_at=time.time(),
+        ports=node_ports(o),
+        interface=o.interface,
+    )
+    record.save(state_dir)
+    return record

@@ -1,5 +1,5 @@
 """A Ray cluster of real nodes on this machine, for tests that run inside a network namespace
-whose only interface is loopback (tests/ray/test_netns.py starts them there): Ray listens on
+whose only interface is loopback (tests/fleet/ray/test_netns.py starts them there): Ray listens on
 every interface, so it never runs outside one. Nodes are started and stopped with
 `deepfleet node start/stop`, each with its own state dir, temp dir and ports; the teardown
 kills whatever those nodes left behind, and nothing else."""
@@ -20,10 +20,10 @@ import pytest
 
 from deepfleet.fleet.ray.records import NodeRecord, living, stop_processes
 
-ROOT = Path(__file__).parents[3]
+ROOT = Path(__file__).parents[4]
 DEEPFLEET = [sys.executable, "-m", "deepfleet"]
 IN_NETNS = set(psutil.net_if_addrs()) == {"lo"}
-NOT_IN_NETNS = "runs inside a loopback-only network namespace (tests/ray/test_netns.py)"
+NOT_IN_NETNS = "runs inside a loopback-only network namespace (tests/fleet/ray/test_netns.py)"
 
 
 def cli(*args: str, timeout: float = 180, env: dict[str, str] | None = None) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from deepfleet.cli.main import app
-from tests.deploy.conftest import ROOT
+
+ROOT = Path(__file__).parents[2]
 
 
 def test_render_ascend_example(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The reference plan (DeepSeek-R1, TP 8 inside a node x PP 2 across two nodes, 16 GPUs) as
 cluster mode places and launches it: one GPU bundle per rank packed two nodes deep, vLLM's Ray
 executor, and a command line that vLLM's own argument parser accepts (vLLM's CPU build cannot
-run it: it has no Ray executor; see tests/ray/cluster)."""
+run it: it has no Ray executor; see tests/fleet/ray/cluster)."""
 
 from __future__ import annotations
 

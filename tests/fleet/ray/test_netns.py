@@ -1,4 +1,4 @@
-"""Runs tests/ray/cluster inside a network namespace whose only interface is loopback.
+"""Runs tests/fleet/ray/cluster inside a network namespace whose only interface is loopback.
 
 Ray listens on every interface whatever address it is given (shared/FACTS.md), so its tests
 never run in the host's network namespace: `unshare --net` gives the child pytest a private
@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.ray.cluster.conftest import IN_NETNS
+from tests.fleet.ray.cluster.conftest import IN_NETNS
 
-ROOT = Path(__file__).parents[2]
-INNER = "ip link set lo up && exec {python} -m pytest tests/ray/cluster -q -s -p no:cacheprovider"
+ROOT = Path(__file__).parents[3]
+INNER = (
+    "ip link set lo up && exec {python} -m pytest tests/fleet/ray/cluster -q -s -p no:cacheprovider"
+)
 
 
 def _namespace_prefix() -> list[str] | None:
@@ -35,7 +37,7 @@ def _namespace_prefix() -> list[str] | None:
 @pytest.mark.timeout(900)
 def test_cluster_suite_in_a_loopback_only_network_namespace() -> None:
     if IN_NETNS:
-        pytest.skip("already inside a network namespace: tests/ray/cluster runs directly")
+        pytest.skip("already inside a network namespace: tests/fleet/ray/cluster runs directly")
     prefix = _namespace_prefix()
     if prefix is None:
         pytest.skip("cannot create a network namespace here (unshare --net not permitted)")

@@ -3,7 +3,7 @@ path a GPU replica takes (placement group of one bundle per rank, supervisor act
 guard, vllm_entry, vLLM's Ray executor), and print what happened as JSON.
 
 `deepfleet up` refuses this layout up front; this script skips that check on purpose, to
-record what vLLM's CPU build itself says. Run: python -m tests.ray.cluster.pp_probe LOG_DIR
+record what vLLM's CPU build itself says. Run: python -m tests.fleet.ray.cluster.pp_probe LOG_DIR
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import ray
 from ray.util.placement_group import placement_group, placement_group_table
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-import ray
 from deepfleet.catalog.bundled import default_target
 from deepfleet.config.schema import ModelSpec, ParallelSpec
 from deepfleet.fleet.ray.actor import EngineHost

