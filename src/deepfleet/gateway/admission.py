@@ -15,8 +15,9 @@ fields) return it or a refusal. Steps 7 and 8 take a slot. A request refused aft
 gives its key's slot back (`leave_key`); a forwarded one gives both back through the callback
 `finisher` builds, which also queues its accounting (later.py).
 
-Everything here runs on every request: no awaits except while queued, no objects beyond the
-answer's (see limits.py and auth.py for the measured reasons of their shapes).
+Everything here runs on every request: no await unless the request must queue, and a check
+makes no object unless it refuses (limits.py and auth.py give the measured reasons of their
+shapes).
 """
 
 from __future__ import annotations
