@@ -11,11 +11,14 @@ import uvicorn
 
 from deepfleet.fleet.ports import free_port
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus, write_state
-from deepfleet.gateway.app import Gateway, GatewaySettings
+from deepfleet.gateway.app import Gateway
 from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.limits import TokenBuckets
+from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.server import HTTP_PROTOCOL
+from deepfleet.gateway.settings import GatewaySettings
+from deepfleet.kvcache.context import RoutingContext
 from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "tiny"
@@ -59,11 +62,14 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     state_path = tmp_path / "fleet.json"
     settings = GatewaySettings(read_timeout_s=5, **getattr(request, "param", {}))
     keys = KeyStore(tmp_path / "keys.db")
+    metrics = GatewayMetrics()
     gateway = Gateway(
         EndpointTable(state_path),
         KeyStore(tmp_path / "keys.db"),
         TokenBuckets(tmp_path / "usage.db"),
         settings,
+        metrics,
+        RoutingContext(state_path, registry=metrics.registry),
     )
     port = free_port()
     rig = Rig(f"http://127.0.0.1:{port}", fakes, state_path, gateway, keys)

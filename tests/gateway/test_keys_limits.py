@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from deepfleet.gateway.keys import KeyStore
-from deepfleet.gateway.limits import Admission
+from deepfleet.gateway.limits import AdmissionQueue
 from tests.gateway.conftest import MODEL, Rig
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -220,7 +220,7 @@ def test_key_store_version_changes_with_every_commit(tmp_path: Path) -> None:
 
 
 async def test_admission_hands_freed_slots_to_waiters_in_order() -> None:
-    adm = Admission(max_in_flight=1, max_queue=2, timeout_s=5)
+    adm = AdmissionQueue(max_in_flight=1, max_queue=2, timeout_s=5)
     assert adm.try_enter() is None
     assert adm.try_enter() == "wait"
     first = asyncio.create_task(adm.wait())
@@ -237,7 +237,7 @@ async def test_admission_hands_freed_slots_to_waiters_in_order() -> None:
 
 
 async def test_admission_wait_times_out_and_leaves_the_queue() -> None:
-    adm = Admission(max_in_flight=1, max_queue=1, timeout_s=0.05)
+    adm = AdmissionQueue(max_in_flight=1, max_queue=1, timeout_s=0.05)
     assert adm.try_enter() is None
     assert adm.try_enter() == "wait"
     assert await adm.wait() == "timeout"

@@ -20,6 +20,11 @@ requests on a connection are served one after another):
   already was); the response stops watching with `watch(None)` when it ends.
 Servers without this protocol (tests on an ASGI transport) lack the extension; responses then
 send as usual and wait on `receive()`.
+
+The subclass relies on uvicorn's private `HttpToolsProtocol`: `loop` set by its constructor,
+the transport given to `connection_made` being the one it writes to, `scope` rebuilt by
+`on_message_begin` and handed to the app as is. pyproject pins uvicorn to the minor version
+this was tested with; tests/gateway/test_uvicorn_pin.py fails when that no longer holds.
 """
 
 from __future__ import annotations

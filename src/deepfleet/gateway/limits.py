@@ -92,7 +92,7 @@ class KeyConcurrency:
         self._count[key_id] -= 1
 
 
-class Admission:
+class AdmissionQueue:
     """At most `max_in_flight` requests upstream per worker; up to `max_queue` wait for a slot
     (429 beyond that), each at most `timeout_s` (then 503). A freed slot goes to the longest
     waiter. Entering while a slot is free takes no await (it is on every request's path)."""

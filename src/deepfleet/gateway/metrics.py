@@ -4,13 +4,14 @@ first chunk and a few at the end of each request.
 The hot path uses labelled children looked up once (`of`, `in_flight_of`, `finished`):
 `labels()` validates and locks on every call (~1.5 us), and a request made about ten.
 
-With several gateway workers, prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
-set by the server before the workers start) merges every worker's values into one /metrics.
+With several gateway workers, prometheus-client's multiprocess mode merges every worker's
+values into one /metrics: the library itself reads PROMETHEUS_MULTIPROC_DIR (set by the server
+before the workers start), and `GatewayMetrics` is told the same folder (`multiprocess_dir`).
 """
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -46,11 +47,13 @@ class ModelMetrics:
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, multiprocess_dir: Path | None = None
+    ) -> None:
         self._models: dict[str, ModelMetrics] = {}
         self._in_flight: dict[str, Gauge] = {}
         self._finished: dict[tuple[str, str, str], Counter] = {}
-        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self.multiprocess_dir = multiprocess_dir
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -169,8 +172,8 @@ class GatewayMetrics:
         return c
 
     def exposition(self) -> bytes:
-        if self.multiprocess:
+        if self.multiprocess_dir is not None:
             merged = CollectorRegistry()
-            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            MultiProcessCollector(merged, str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
             return generate_latest(merged)
         return generate_latest(self.registry)

@@ -41,11 +41,13 @@ class Forward:
 
 
 class Proxy:
-    def __init__(self, table: EndpointTable, metrics: GatewayMetrics, later: Later) -> None:
+    def __init__(
+        self, table: EndpointTable, metrics: GatewayMetrics, later: Later, upstream: UpstreamPool
+    ) -> None:
         self.table = table
         self.metrics = metrics
         self.later = later
-        self.upstream: UpstreamPool | None = None  # set for the app's lifespan
+        self.upstream = upstream  # the app's lifespan closes it
         self.turns = Turns()
 
     async def forward(
@@ -57,7 +59,6 @@ class Proxy:
         done: Callable[[Outcome], None],
     ) -> Response | StreamRelay:
         pool = self.upstream
-        assert pool is not None, "proxy used outside the app's lifespan"
         order = policy.order(route, endpoints)
         last_error = "no replica answered"
         tried: set[str] = set()

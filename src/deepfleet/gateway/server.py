@@ -1,8 +1,28 @@
-"""Run the gateway: uvicorn (uvloop + httptools), N worker processes on one port."""
+"""Run the gateway: uvicorn (uvloop + httptools), N worker processes on one port.
+
+This module is the only part of the gateway that reads the command line, the environment or
+gateway.json. `main` builds one `WorkerSettings` (settings.py) and every worker gets it as the
+argument of its app factory, `create_app(settings)`:
+
+uvicorn's Config holds the factory as `functools.partial(create_app, settings)`. With one
+worker uvicorn calls it in this process; with N, uvicorn's own supervisor (`Multiprocess`)
+spawns each worker with the Config pickled as its argument and the socket this process bound,
+so the settings reach the workers as an object, and restarting a dead worker, signals and the
+graceful stop stay uvicorn's. `uvicorn.run` refuses a non-string app with several workers, so
+`serve` does the few lines of it the gateway needs. (A 0600 settings file in the state dir
+would still need its path passed to each worker through the environment, since uvicorn calls
+a factory without arguments, and a file to keep in step with the process.)
+
+One environment variable remains, prometheus-client's own: PROMETHEUS_MULTIPROC_DIR switches
+that library to its multiprocess mode when it is imported in each worker.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import functools
 import gc
 import ipaddress
 import os
@@ -11,52 +31,65 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from deepfleet.config.schema import GatewaySpec
-from deepfleet.gateway.app import Gateway, GatewaySettings
+from deepfleet.gateway.app import Gateway
 from deepfleet.gateway.asgi import GatewayASGI
 from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.limits import TokenBuckets
-from deepfleet.kvcache.context import RELAY_ENV
+from deepfleet.gateway.metrics import GatewayMetrics
+from deepfleet.gateway.settings import GatewaySettings, WorkerSettings
+from deepfleet.kvcache.context import RoutingContext
 from deepfleet.kvcache.relay import EventRelay, relay_endpoint
 
 # uvicorn's httptools protocol that can send a streamed answer's head with its first chunk.
 HTTP_PROTOCOL = "deepfleet.gateway.httpserver:GatewayHttpProtocol"
-STATE_ENV = "DEEPFLEET_GATEWAY_STATE_FILE"
-SETTINGS_ENV = "DEEPFLEET_GATEWAY_SETTINGS"
+PROMETHEUS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def settings_from(spec: GatewaySpec) -> GatewaySettings:
+def load_spec(path: Path | None) -> GatewaySpec:
+    return GatewaySpec.model_validate_json(path.read_text()) if path else GatewaySpec()
+
+
+def worker_settings(spec: GatewaySpec, state_file: Path) -> WorkerSettings:
+    """A worker's settings from gateway.json's spec (keys.db beside the state file unless the
+    spec names one; the usage buckets beside the keys)."""
+    keys_db = spec.keys_db or state_file.parent / "keys.db"
     a = spec.admission
-    return GatewaySettings(
-        max_body_bytes=spec.max_body_bytes,
-        read_timeout_s=spec.read_timeout_s,
-        metrics_token=spec.metrics_token,
-        reasoning_cap=spec.reasoning_cap,
-        max_in_flight=a.max_in_flight,
-        max_queue=a.max_queue,
-        queue_timeout_s=a.queue_timeout_s,
+    return WorkerSettings(
+        state_file=state_file,
+        keys_db=keys_db,
+        usage_db=keys_db.with_name(keys_db.stem + "-usage.db"),
+        gateway=GatewaySettings(
+            max_body_bytes=spec.max_body_bytes,
+            read_timeout_s=spec.read_timeout_s,
+            metrics_token=spec.metrics_token,
+            reasoning_cap=spec.reasoning_cap,
+            max_in_flight=a.max_in_flight,
+            max_queue=a.max_queue,
+            queue_timeout_s=a.queue_timeout_s,
+        ),
     )
 
 
-def load_spec(path: Path | None, state_file: Path) -> GatewaySpec:
-    spec = GatewaySpec.model_validate_json(path.read_text()) if path else GatewaySpec()
-    if spec.keys_db is None:
-        spec = spec.model_copy(update={"keys_db": state_file.parent / "keys.db"})
-    return spec
-
-
-def create_app() -> GatewayASGI:
-    """uvicorn factory: each worker process builds its own gateway (routing state, ejections,
-    admission queue are per worker; keys and rate limits are shared through SQLite)."""
-    state_file = Path(os.environ[STATE_ENV])
-    settings_path = os.environ.get(SETTINGS_ENV)
-    spec = load_spec(Path(settings_path) if settings_path else None, state_file)
-    assert spec.keys_db is not None
-    keys = KeyStore(spec.keys_db)
-    buckets = TokenBuckets(spec.keys_db.with_name(spec.keys_db.stem + "-usage.db"))
-    app = Gateway(EndpointTable(state_file), keys, buckets, settings_from(spec)).app()
+def create_app(settings: WorkerSettings) -> GatewayASGI:
+    """uvicorn's factory, once per worker process: each worker builds its own gateway (routing
+    state, ejections, admission queue are per worker; keys and rate limits are shared through
+    SQLite)."""
+    metrics = GatewayMetrics(multiprocess_dir=settings.metrics_dir)
+    routing = RoutingContext(settings.state_file, registry=metrics.registry, relay=settings.relay)
+    gateway = Gateway(
+        EndpointTable(settings.state_file),
+        KeyStore(settings.keys_db),
+        TokenBuckets(settings.usage_db),
+        settings.gateway,
+        metrics,
+        routing,
+    )
+    app = gateway.app()
     freeze_startup_heap()
     return app
 
@@ -97,13 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
     state_file = args.state_file.resolve()
-    os.environ[STATE_ENV] = str(state_file)
-    if args.settings:
-        os.environ[SETTINGS_ENV] = str(args.settings.resolve())
-    spec = load_spec(args.settings, state_file)
-    assert spec.keys_db is not None
+    spec = load_spec(args.settings)
+    settings = worker_settings(spec, state_file)
     host = args.host
-    if not is_loopback(host) and not KeyStore(spec.keys_db).all():
+    if not is_loopback(host) and not KeyStore(settings.keys_db).all():
         print(
             f"WARNING: no API key exists, so the gateway serves only on 127.0.0.1, not on "
             f"{host}. Create one with `deepfleet keys create --name NAME` and restart.",
@@ -114,31 +144,33 @@ def main(argv: list[str] | None = None) -> None:
     relay: EventRelay | None = None
     if args.workers > 1:
         # One /metrics for all workers: prometheus-client's multiprocess mode.
-        prom_dir = state_file.parent / "prometheus"
-        shutil.rmtree(prom_dir, ignore_errors=True)
-        prom_dir.mkdir(parents=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
+        metrics_dir = state_file.parent / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ[PROMETHEUS_ENV] = str(metrics_dir)
         # Only one process can bind an engine's KV events port: this one, relaying to all.
         relay = EventRelay(state_file, relay_endpoint(state_file))
         relay.start()
-        os.environ[RELAY_ENV] = relay.endpoint
+        settings = dataclasses.replace(settings, relay=relay.endpoint, metrics_dir=metrics_dir)
     try:
-        _serve(args, host, spec)
+        serve(uvicorn_config(settings, host, args.port, args.workers, args.log_level, spec))
     finally:
         if relay is not None:
             relay.stop()
 
 
-def _serve(args: argparse.Namespace, host: str, spec: GatewaySpec) -> None:
-    uvicorn.run(
-        "deepfleet.gateway.server:create_app",
+def uvicorn_config(
+    settings: WorkerSettings, host: str, port: int, workers: int, log_level: str, spec: GatewaySpec
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        functools.partial(create_app, settings),
         factory=True,
         host=host,
-        port=args.port,
-        workers=args.workers,
+        port=port,
+        workers=workers,
         loop="uvloop",
         http=HTTP_PROTOCOL,
-        log_level=args.log_level,
+        log_level=log_level,
         access_log=False,
         # The gateway reads no client address or scheme, so uvicorn's X-Forwarded-* rewrite
         # (a middleware frame and a headers dict per request) buys nothing; nor does
@@ -147,3 +179,17 @@ def _serve(args: argparse.Namespace, host: str, spec: GatewaySpec) -> None:
         server_header=False,
         timeout_graceful_shutdown=int(spec.drain_grace_s),
     )
+
+
+def serve(config: uvicorn.Config) -> None:
+    """What `uvicorn.run` does with an app factory object: serve in this process, or bind the
+    socket here and supervise `config.workers` spawned workers."""
+    if config.workers > 1:
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

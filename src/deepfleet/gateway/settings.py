@@ -1,0 +1,55 @@
+"""What a gateway worker is handed: one frozen, picklable object.
+
+The server entry (server.py) is the only part of the gateway that reads the command line, the
+environment or gateway.json; it builds a `WorkerSettings` once and hands it to every worker
+process as its app factory's argument. Below it, every part gets what it uses in its
+constructor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Limits and timeouts of one worker's request path."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest request body; a larger one is answered 413 (also when only declared)."""
+    connect_timeout_s: float = 5.0
+    """Longest wait for an engine to accept a connection."""
+    read_timeout_s: float = 600.0
+    """Longest silence from an engine before its request fails."""
+    refresh_s: float = 0.2
+    """How often the endpoint table looks at the fleet state file."""
+    metrics_token: str | None = None
+    """Bearer token that /metrics requires; None: /metrics is open."""
+    reasoning_cap: int | None = None
+    """Cap on thinking tokens when neither the request nor its key sets one."""
+    max_in_flight: int = 1024
+    """Requests this worker sends upstream at once."""
+    max_queue: int = 1024
+    """Requests waiting for an upstream slot beyond that; more are answered 429."""
+    queue_timeout_s: float = 30.0
+    """Longest wait in that queue; then 503."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything one gateway worker process needs to build its app (`server.create_app`)."""
+
+    state_file: Path
+    """The fleet state file (fleet.json) the endpoint table and routing follow."""
+    keys_db: Path
+    """SQLite file of API keys, shared by the workers."""
+    usage_db: Path
+    """SQLite file of the requests/min and tokens/min buckets, shared by the workers."""
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    """The request path's limits and timeouts."""
+    relay: str | None = None
+    """Address of the KV-event relay when several workers share the engines' event ports;
+    None: this worker subscribes to the engines itself."""
+    metrics_dir: Path | None = None
+    """prometheus-client's multiprocess folder when several workers share one /metrics."""
