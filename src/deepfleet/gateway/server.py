@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import functools
 import gc
-import ipaddress
 import os
 import shutil
 import sys
@@ -44,6 +43,7 @@ from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.settings import GatewaySettings, WorkerSettings
 from deepfleet.kvcache.context import RoutingContext
 from deepfleet.kvcache.relay import EventRelay, relay_endpoint
+from deepfleet.net import is_loopback
 
 # uvicorn's httptools protocol that can send a streamed answer's head with its first chunk.
 HTTP_PROTOCOL = "deepfleet.gateway.httpserver:GatewayHttpProtocol"
@@ -106,15 +106,6 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> None:
