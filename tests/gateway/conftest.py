@@ -12,10 +12,10 @@ import uvicorn
 from deepfleet.fleet.ports import free_port
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus, write_state
 from deepfleet.gateway.app import Gateway, GatewaySettings
-from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.limits import TokenBuckets
 from deepfleet.gateway.server import HTTP_PROTOCOL
+from deepfleet.routing.endpoints import EndpointTable
 from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "tiny"

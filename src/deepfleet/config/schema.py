@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.config.ui import UiSpec
+from deepfleet.routing.registry import known_policies
 
 EngineName = Literal["vllm", "vllm-cpu", "sglang", "vllm-ascend", "mindie"]
 BUNDLED = "bundled"
@@ -62,10 +63,22 @@ class ModelSpec(Strict):
     engine_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables for the engine process."
     )
-    routing: str = Field("round_robin", description="Routing policy across this model's replicas.")
+    routing: str = Field(
+        "round_robin",
+        description="Routing policy across this model's replicas: "
+        + ", ".join(known_policies())
+        + ".",
+    )
     trust_remote_code: bool = Field(
         False, description="Let the engine run Python code shipped with the model."
     )
+
+    @field_validator("routing")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        if v not in known_policies():
+            raise ValueError(f"unknown routing policy {v!r}; known: {', '.join(known_policies())}")
+        return v
 
     @field_validator("replicas")
     @classmethod

@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from deepfleet.config.kvcache import read_routing_spec
 from deepfleet.gateway import requests
 from deepfleet.gateway.admin import AdminRoutes
 from deepfleet.gateway.asgi import GatewayASGI, Incoming
 from deepfleet.gateway.auth import Authenticator, AuthError, Principal
-from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.keys import ApiKey, KeyStore
 from deepfleet.gateway.later import Later
@@ -33,9 +33,10 @@ from deepfleet.gateway.openapi import openapi_spec
 from deepfleet.gateway.proxy import Forward, Outcome, Proxy
 from deepfleet.gateway.relay import StreamRelay
 from deepfleet.gateway.upstream import UpstreamPool
-from deepfleet.kvcache.context import RELAY_ENV, RoutingContext
+from deepfleet.kvcache.relay import RELAY_ENV
 from deepfleet.observability.sd import observability_routes, state_file_reader
-from deepfleet.routing import RoutingPolicy
+from deepfleet.routing.endpoints import EndpointTable
+from deepfleet.routing.feeds import RoutingFeeds
 
 GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
@@ -74,11 +75,14 @@ class Gateway:
         self.later = Later()  # metrics and usage accounting, off the requests' path
         self.proxy = Proxy(table, self.metrics, self.later)
         self.admin = AdminRoutes(keys, self.auth)
-        # KV-aware routing: events index, engine load, tokenization (per worker).
-        self.kv = RoutingContext(
-            table.path, registry=self.metrics.registry, relay=os.environ.get(RELAY_ENV)
+        # The load balancer: its router, and what keeps it current (per worker).
+        self.routing = RoutingFeeds(
+            table,
+            read_routing_spec(table.path.parent).model_dump(),
+            registry=self.metrics.registry,
+            relay=os.environ.get(RELAY_ENV),
         )
-        self._policies: dict[tuple[str, str], RoutingPolicy] = {}
+        self.router = self.routing.router
 
     # -- lifecycle -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -87,7 +91,7 @@ class Gateway:
             self.settings.connect_timeout_s, self.settings.read_timeout_s, on_sent=self.later.run
         )
         self._on_refresh()
-        await self.kv.start()
+        await self.routing.start()
         refresher = asyncio.create_task(self._refresh_loop())
         try:
             yield
@@ -95,7 +99,7 @@ class Gateway:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
-            await self.kv.stop()
+            await self.routing.stop()
             self.proxy.upstream.close()
             self.later.run()
 
@@ -317,8 +321,9 @@ class Gateway:
             self.concurrency.leave(key_id)
             self.later.add(self._account, model, who.name, key, len(body), outcome)
 
-        endpoints = self.table.ready(model)
-        if not endpoints:
+        route = self.router.request_now(model, body) or await self.router.request(model, path, body)
+        decision = self.router.decide(route)
+        if not decision.order:
             done(Outcome("503", 0, 0))
             return error_response(
                 503,
@@ -326,15 +331,10 @@ class Gateway:
                 code="no_ready_replica",
                 headers={"Retry-After": "1"},
             )
-        entry = self.table.models[model]
-        policy = self._policies.get((model, entry.routing))
-        if policy is None:
-            policy = self._policies[(model, entry.routing)] = self.kv.policy(model, entry.routing)
         cap = (
             getattr(fields, "reasoning_cap", None)
             or (key.reasoning_cap if key else None)
             or (self.settings.reasoning_cap)
         )
         req = Forward(path, body, model, bool(fields.stream), who.name, cap, started)
-        route = self.kv.prepare_now(model, body) or await self.kv.prepare(model, path, body)
-        return await self.proxy.forward(req, route, policy, endpoints, done)
+        return await self.proxy.forward(req, decision.order, done)

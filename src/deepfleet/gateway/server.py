@@ -15,11 +15,11 @@ import uvicorn
 from deepfleet.config.schema import GatewaySpec
 from deepfleet.gateway.app import Gateway, GatewaySettings
 from deepfleet.gateway.asgi import GatewayASGI
-from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.limits import TokenBuckets
-from deepfleet.kvcache.context import RELAY_ENV
-from deepfleet.kvcache.relay import EventRelay, relay_endpoint
+from deepfleet.kvcache.relay import RELAY_ENV, EventRelay, relay_endpoint
+from deepfleet.routing.endpoints import EndpointTable
+from deepfleet.routing.follow import event_ports
 
 # uvicorn's httptools protocol that can send a streamed answer's head with its first chunk.
 HTTP_PROTOCOL = "deepfleet.gateway.httpserver:GatewayHttpProtocol"
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         prom_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom_dir)
         # Only one process can bind an engine's KV events port: this one, relaying to all.
-        relay = EventRelay(state_file, relay_endpoint(state_file))
+        relay = EventRelay(event_ports(state_file), relay_endpoint(state_file))
         relay.start()
         os.environ[RELAY_ENV] = relay.endpoint
     try:
