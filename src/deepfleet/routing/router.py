@@ -127,7 +127,9 @@ class Router:
         """The engine's counts now include what was routed to it."""
         self._routed.pop(replica, None)
 
-    restarted = scraped
+    def restarted(self, replica: str) -> None:
+        """A new engine process: nothing routed to the old one is queued there."""
+        self._routed.pop(replica, None)
 
     def policy(self, model: str) -> RoutingPolicy | None:
         """The model's policy with this fleet's parameters; None for a model not in the state."""
