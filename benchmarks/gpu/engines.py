@@ -25,13 +25,12 @@ import aiohttp
 from benchmarks.gpu import vllm_log
 from benchmarks.gpu.procs import Proc, Procs, log
 
-from deepfleet.config.kvcache import KvRoutingSpec
+from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
 from deepfleet.config.schema import GatewaySpec, ModelSpec
 from deepfleet.engines.base import ReplicaPlan
 from deepfleet.engines.vllm import SERVER_MODULE, VllmAdapter
 from deepfleet.fleet.ports import free_port
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus, write_state
-from deepfleet.kvcache.context import KV_ROUTING_FILE
 
 FAKE_MODULE = "benchmarks.gpu.fake_vllm"
 GPU_BLOCK_SIZE = 16

@@ -20,11 +20,10 @@ import aiohttp
 import psutil
 
 from deepfleet.bench.metrics import PrefixCounters, read_counters
-from deepfleet.config.kvcache import KvRoutingSpec
+from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
 from deepfleet.config.schema import GatewaySpec
 from deepfleet.fleet.ports import free_port, port_in_use
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus, write_state
-from deepfleet.kvcache.context import KV_ROUTING_FILE
 
 ROOT = Path(__file__).parents[2]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -25,10 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from deepfleet.config.routing import DEFAULT_SCORERS
 from deepfleet.kvcache.hashing import block_hashes
 from deepfleet.kvcache.index import KvIndex
 from deepfleet.routing.base import Endpoint, RouteRequest
 from deepfleet.routing.registry import build_policy
+from deepfleet.routing.scorers import known_scorers
 from deepfleet.sim.build import SimSpec, build
 from deepfleet.sim.kv_cache import Cleared, KvCache, Removed, Stored
 from deepfleet.sim.scheduler import Batch, Scheduler
@@ -208,12 +210,8 @@ class Fleet:
                 for i in range(n)
             ]  # fmt: skip
             request = RouteRequest("sim", b"", r.hashes, len(r.tokens))
-            decide = getattr(self.policy, "decide", None)
-            if decide is not None:
-                decision = decide(request, endpoints)
-                first, r.reason = decision.order[0], decision.reason
-            else:
-                first, r.reason = self.policy.order(request, endpoints)[0], "order"
+            decision = self.policy.decide(request, endpoints)
+            first, r.reason = decision.order[0], decision.reason
             pick = int(first.replica_id)
             self.index.assume(first.replica_id, r.hashes, self.now + self.ttl, at=self.now)
         e = self.engines[pick]
@@ -394,6 +392,13 @@ def trace(requests: Sequence[Request], worst: int) -> None:
             )
 
 
+def kv_aware_params(text: str) -> dict[str, Any]:
+    """`prefix=2,spill_abs=8`: scorer weights change the default profile, the rest as given."""
+    given = dict(kv.split("=", 1) for kv in text.split(",") if kv)
+    scorers = {k: float(given.pop(k)) for k in list(given) if k in known_scorers()}
+    return {"scorers": {**DEFAULT_SCORERS, **scorers}, **given} if scorers else dict(given)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--engines", type=int, default=16)
@@ -408,7 +413,10 @@ def main() -> None:
     p.add_argument("--rates", default="4,8,16")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--policies", default="kv_aware,sglang_cache_aware,round_robin")
-    p.add_argument("--params", default="", help="kv_aware parameters: k=v,k=v")
+    p.add_argument(
+        "--params", default="",
+        help="kv_aware parameters k=v,k=v: a scorer's weight (prefix=2) or spill_abs=8 ...",
+    )  # fmt: skip
     p.add_argument("--pending-ttl", type=float, default=30.0)
     p.add_argument("--scrape-s", type=float, default=0.5)
     p.add_argument(
@@ -426,7 +434,7 @@ def main() -> None:
     )  # fmt: skip
     p.add_argument("--flush-reset", action="store_true", help="with --chained: see reset_caches")
     args = p.parse_args()
-    params = dict(kv.split("=", 1) for kv in args.params.split(",") if kv)
+    params = kv_aware_params(args.params)
     if args.chained:
         rates = [float(r) for r in args.rates.split(",")]
         for policy in args.policies.split(","):

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from deepfleet.config.schema import FleetConfig
+from deepfleet.routing.registry import policy_params
 
 
 @pytest.mark.parametrize(
@@ -32,5 +33,5 @@ def test_routing_section_feeds_the_policies() -> None:
             "kv_cache": {"routing": {"spill_abs": 3}},
         }
     )
-    params = cfg.kv_cache.routing.policy_params("kv_aware")
+    params = policy_params("kv_aware", cfg.kv_cache.routing.model_dump())
     assert params["spill_abs"] == 3 and json.dumps(params)

@@ -9,16 +9,17 @@ import openai
 import pytest
 import uvicorn
 
+from deepfleet.config.kvcache import KvRoutingSpec
 from deepfleet.fleet.ports import free_port
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus, write_state
 from deepfleet.gateway.app import Gateway
-from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.limits import TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.server import HTTP_PROTOCOL
 from deepfleet.gateway.settings import GatewaySettings
-from deepfleet.kvcache.context import RoutingContext
+from deepfleet.routing.endpoints import EndpointTable
+from deepfleet.routing.feeds import RoutingFeeds
 from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "tiny"
@@ -63,13 +64,14 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     settings = GatewaySettings(read_timeout_s=5, **getattr(request, "param", {}))
     keys = KeyStore(tmp_path / "keys.db")
     metrics = GatewayMetrics()
+    table = EndpointTable(state_path)
     gateway = Gateway(
-        EndpointTable(state_path),
+        table,
         KeyStore(tmp_path / "keys.db"),
         TokenBuckets(tmp_path / "usage.db"),
         settings,
         metrics,
-        RoutingContext(state_path, registry=metrics.registry),
+        RoutingFeeds(table, KvRoutingSpec().model_dump(), registry=metrics.registry),
     )
     port = free_port()
     rig = Rig(f"http://127.0.0.1:{port}", fakes, state_path, gateway, keys)

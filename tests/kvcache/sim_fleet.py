@@ -13,8 +13,8 @@ import aiohttp
 from deepfleet.catalog import bundled
 from deepfleet.fleet.ports import free_port
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus, write_state
-from deepfleet.kvcache.context import RoutingContext
-from deepfleet.routing import Endpoint, RouteRequest
+from deepfleet.routing import RouteRequest
+from deepfleet.routing.feeds import RoutingFeeds
 from deepfleet.sim.build import SimSpec, build
 from deepfleet.sim.engine import ScaledClock
 from deepfleet.sim.server import RunningEngine, serve_engines
@@ -93,11 +93,10 @@ async def chat(session: aiohttp.ClientSession, url: str, body: bytes) -> dict[st
 
 
 async def route_and_send(
-    context: RoutingContext, session: aiohttp.ClientSession, fleet: SimFleet, body: bytes
+    feeds: RoutingFeeds, session: aiohttp.ClientSession, fleet: SimFleet, body: bytes
 ) -> tuple[str, RouteRequest]:
-    """What the gateway does for one request: prepare, order, send to the first endpoint."""
-    endpoints = [Endpoint(f"{MODEL}-{i}", MODEL, e.url) for i, e in enumerate(fleet.engines)]
-    route = await context.prepare(MODEL, "/v1/chat/completions", body)
-    first = context.policy(MODEL, fleet.routing).order(route, endpoints)[0]
+    """What the gateway does for one request: prepare, decide, send to the first endpoint."""
+    route = await feeds.router.request(MODEL, "/v1/chat/completions", body)
+    first = feeds.router.decide(route).order[0]
     await chat(session, first.url, body)
     return first.replica_id, route

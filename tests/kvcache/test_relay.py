@@ -8,7 +8,6 @@ from pathlib import Path
 
 import psutil
 
-from deepfleet.fleet.state import FleetState, write_state
 from deepfleet.kvcache.relay import EventRelay, relay_endpoint
 
 
@@ -18,9 +17,7 @@ def thread_cpu_s(thread: threading.Thread) -> float:
 
 
 def test_relay_without_event_sources_idles_and_stops_quickly(tmp_path: Path) -> None:
-    state = tmp_path / "fleet.json"
-    write_state(state, FleetState(controller_pid=1, gateway_url=""))  # no engine publishes
-    relay = EventRelay(state, relay_endpoint(state))
+    relay = EventRelay(dict, relay_endpoint(tmp_path / "fleet.json"))  # no engine publishes
     relay.start()
     thread = relay._thread
     assert thread is not None and thread.native_id is not None

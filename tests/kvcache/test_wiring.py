@@ -11,14 +11,22 @@ from typing import Any, cast
 
 import pytest
 
+from deepfleet.config.kvcache import KV_ROUTING_FILE, read_routing_spec
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines.base import LaunchSpec, ReplicaPlan
 from deepfleet.fleet.controller import Controller
 from deepfleet.fleet.state import STATE_FILE, read_state
 from deepfleet.fleet.supervisor import Supervisor
-from deepfleet.kvcache.context import KV_ROUTING_FILE, RoutingContext
+from deepfleet.routing.endpoints import EndpointTable
+from deepfleet.routing.feeds import RoutingFeeds
+from deepfleet.routing.policies.kv_aware import KvAware
 
-ROUTING = {"prefix_weight": 5.0, "spill_abs": 7, "pending_ttl_s": 12.0, "prefix_tokens": 64}
+ROUTING = {
+    "scorers": {"prefix": 5.0, "load": 1.0},
+    "spill_abs": 7,
+    "pending_ttl_s": 12.0,
+    "prefix_tokens": 64,
+}
 
 
 def fleet(engine: str, kv_cache: dict[str, Any]) -> tuple[FleetConfig, list[ReplicaPlan]]:
@@ -51,12 +59,15 @@ def test_routing_section_and_policy_reach_the_gateway(tmp_path: Path) -> None:
     state = read_state(tmp_path / STATE_FILE)
     assert state is not None and [(m.name, m.routing) for m in state.models] == [("m", "kv_aware")]
     # What a gateway worker builds from the state file: the fleet's knobs in its policy.
-    context = RoutingContext(tmp_path / STATE_FILE)
-    assert context.spec == cfg.kv_cache.routing
-    policy = context.policy("m", state.models[0].routing)
-    assert policy.name == "kv_aware"
-    assert policy.inner.weights.prefix_weight == 5.0  # type: ignore[attr-defined]
-    assert policy.inner.weights.spill_abs == 7  # type: ignore[attr-defined]
+    spec = read_routing_spec(tmp_path)
+    assert spec == cfg.kv_cache.routing
+    table = EndpointTable(tmp_path / STATE_FILE)
+    feeds = RoutingFeeds(table, spec.model_dump())
+    assert table.refresh()
+    policy = feeds.router.policy("m")
+    assert isinstance(policy, KvAware)
+    assert policy.profile.weights == {"prefix": 5.0, "load": 1.0}
+    assert policy.spill.spill_abs == 7
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from deepfleet.gateway.metrics import GatewayMetrics
-from deepfleet.kvcache.metrics import RoutingMetrics
 from deepfleet.observability import names
 from deepfleet.observability.dashboards import DASHBOARDS
 from deepfleet.observability.rules import alerting_rules, recording_rules
 from deepfleet.observability.settings import MonitoringSettings, Slo
+from deepfleet.routing.metrics import RoutingMetrics
 from tests.observability.promql import base_name, metric_names
 
 

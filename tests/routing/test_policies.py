@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from deepfleet.routing import Endpoint, RouteRequest, build_policy, known_policies
-from deepfleet.routing.prefix_hash import PrefixHash
+from deepfleet.routing.policies.prefix_hash import PrefixHash
 
 REQ = RouteRequest("m", block_hashes=tuple(range(10)), prompt_tokens=160, prefix_key=12345)
 
@@ -22,10 +22,10 @@ def test_every_policy_orders_all_endpoints(name: str) -> None:
     policy = build_policy(name)
     endpoints = [ep(f"r{i}", running=i) for i in range(5)]
     for _ in range(10):
-        order = policy.order(REQ, endpoints)
+        order = policy.decide(REQ, endpoints).order
         assert sorted(e.replica_id for e in order) == [f"r{i}" for i in range(5)]
-    assert policy.order(REQ, []) == []
-    assert [e.replica_id for e in policy.order(REQ, endpoints[:1])] == ["r0"]
+    assert policy.decide(REQ, []).order == []
+    assert [e.replica_id for e in policy.decide(REQ, endpoints[:1]).order] == ["r0"]
 
 
 def test_registry_refuses_unknown_names_and_parameters() -> None:
@@ -72,21 +72,23 @@ def test_load_counts_what_was_routed_since_the_scrape() -> None:
     ],
 )
 def test_kv_aware(endpoints: list[Endpoint], first: str, reason: str) -> None:
-    decision = build_policy("kv_aware").decide(REQ, endpoints)  # type: ignore[attr-defined]
+    decision = build_policy("kv_aware").decide(REQ, endpoints)
     assert (decision.order[0].replica_id, decision.reason) == (first, reason)
 
 
 def test_kv_aware_weights_are_configurable() -> None:
     endpoints = [ep("a", matched_blocks=6, running=6), ep("b", running=1)]
-    assert build_policy("kv_aware").order(REQ, endpoints)[0].replica_id == "a"
-    load_only = build_policy("kv_aware", {"prefix_weight": 0, "prefill_weight": 0})
-    assert load_only.order(REQ, endpoints)[0].replica_id == "b"
+    assert build_policy("kv_aware").decide(REQ, endpoints).order[0].replica_id == "a"
+    load_only = build_policy("kv_aware", {"scorers": {"load": 1, "kv_free": 0.5, "spread": 1}})
+    assert load_only.decide(REQ, endpoints).order[0].replica_id == "b"
 
 
 def test_kv_aware_spreads_an_idle_fleet_evenly() -> None:
     policy = build_policy("kv_aware")
     endpoints = [ep(f"r{i}") for i in range(4)]
-    firsts = Counter(policy.order(RouteRequest("m"), endpoints)[0].replica_id for _ in range(40))
+    firsts = Counter(
+        policy.decide(RouteRequest("m"), endpoints).order[0].replica_id for _ in range(40)
+    )
     assert set(firsts.values()) == {10}
 
 
@@ -98,7 +100,7 @@ def test_kv_aware_counts_a_prefix_still_being_computed_as_cached() -> None:
     computing = ep("computing", running=1, prefill_blocks=137)
     done = ep("done", running=1, cached_blocks=137)
     for endpoints in ([computing, done], [done, computing]):
-        decision = build_policy("kv_aware").decide(new, endpoints)  # type: ignore[attr-defined]
+        decision = build_policy("kv_aware").decide(new, endpoints)
         assert (decision.order[0].replica_id, decision.reason) == ("done", "load")
 
 
@@ -112,10 +114,10 @@ def test_kv_aware_does_not_trust_the_kv_usage_of_a_replica_sent_work_since_the_s
     ]
     for turn in range(3):
         ring = endpoints[turn:] + endpoints[:turn]
-        decision = build_policy("kv_aware").decide(REQ, ring)  # type: ignore[attr-defined]
+        decision = build_policy("kv_aware").decide(REQ, ring)
         assert decision.order[0].replica_id == "quiet"
     fresh = [ep("scraped", running=1, kv_usage=0.0), *endpoints[1:]]
-    assert build_policy("kv_aware").order(REQ, fresh)[0].replica_id == "scraped"
+    assert build_policy("kv_aware").decide(REQ, fresh).order[0].replica_id == "scraped"
 
 
 def test_kv_aware_breaks_ties_toward_the_replica_chosen_longest_ago() -> None:
@@ -125,9 +127,9 @@ def test_kv_aware_breaks_ties_toward_the_replica_chosen_longest_ago() -> None:
     policy = build_policy("kv_aware")
     busy = [ep(f"r{i}", running=1, prefill_blocks=137) for i in range(4)]
     held = [replace(e, matched_blocks=10) if e.replica_id == "r2" else e for e in busy]
-    assert policy.decide(REQ, held).order[0].replica_id == "r2"  # type: ignore[attr-defined]
+    assert policy.decide(REQ, held).order[0].replica_id == "r2"
     picks = [
-        policy.decide(RouteRequest("m", block_hashes=(i,)), busy).order[0].replica_id  # type: ignore[attr-defined]
+        policy.decide(RouteRequest("m", block_hashes=(i,)), busy).order[0].replica_id
         for i in range(8)
     ]
     assert sorted(picks[:3]) == ["r0", "r1", "r3"]
@@ -137,9 +139,9 @@ def test_kv_aware_breaks_ties_toward_the_replica_chosen_longest_ago() -> None:
 
 def test_least_load_and_power_of_two_prefer_idle_replicas() -> None:
     endpoints = [ep("busy", running=10), ep("idle"), ep("mid", running=5)]
-    assert build_policy("least_load").order(REQ, endpoints)[0].replica_id == "idle"
+    assert build_policy("least_load").decide(REQ, endpoints).order[0].replica_id == "idle"
     p2c = build_policy("power_of_two", {"seed": 1})
-    firsts = Counter(p2c.order(REQ, endpoints)[0].replica_id for _ in range(300))
+    firsts = Counter(p2c.decide(REQ, endpoints).order[0].replica_id for _ in range(300))
     assert firsts["busy"] == 0 and firsts["idle"] > firsts["mid"]
 
 
@@ -148,16 +150,20 @@ def test_prefix_hash_is_sticky_and_moves_few_keys_when_a_replica_leaves() -> Non
     endpoints = [ep(f"r{i}") for i in range(8)]
     keys = range(0, 2**64, 2**64 // 2000)
     before = {
-        k: policy.order(RouteRequest("m", prefix_key=k), endpoints)[0].replica_id for k in keys
+        k: policy.decide(RouteRequest("m", prefix_key=k), endpoints).order[0].replica_id
+        for k in keys
     }
     again = {
-        k: policy.order(RouteRequest("m", prefix_key=k), endpoints)[0].replica_id for k in keys
+        k: policy.decide(RouteRequest("m", prefix_key=k), endpoints).order[0].replica_id
+        for k in keys
     }
     assert before == again
     share = Counter(before.values())
     assert min(share.values()) > 2000 / 8 / 2  # vnodes spread keys roughly evenly
     fewer = [e for e in endpoints if e.replica_id != "r3"]
-    after = {k: policy.order(RouteRequest("m", prefix_key=k), fewer)[0].replica_id for k in keys}
+    after = {
+        k: policy.decide(RouteRequest("m", prefix_key=k), fewer).order[0].replica_id for k in keys
+    }
     moved = [k for k in keys if before[k] != after[k]]
     assert all(before[k] == "r3" for k in moved)
 
@@ -165,7 +171,7 @@ def test_prefix_hash_is_sticky_and_moves_few_keys_when_a_replica_leaves() -> Non
 def test_prefix_hash_bounded_load_passes_a_hot_key_on() -> None:
     policy = PrefixHash({"load_factor": 1.25})
     endpoints = [ep(f"r{i}") for i in range(4)]
-    owner = policy.order(REQ, endpoints)[0].replica_id
+    owner = policy.decide(REQ, endpoints).order[0].replica_id
     hot = [ep(e.replica_id, running=20 if e.replica_id == owner else 1) for e in endpoints]
     decision = policy.decide(REQ, hot)
     assert decision.order[0].replica_id != owner and decision.reason == "spill"

@@ -6,17 +6,18 @@ GPU engines (vLLM's native CPU offloading, or LMCache with CPU, disk and a share
       cpu_gib: 64                 # per replica
       disk: {path: /nvme/lmcache, gib: 500}
       remote: {kind: lmcache}     # the fleet starts an LMCache server; or {url: redis://h:6379}
-      routing: {prefix_weight: 2, load_weight: 1, spill_abs: 8}
+      routing: {scorers: {prefix: 2, load: 1}, spill_abs: 8}
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from deepfleet.config.base import Strict
+from deepfleet.config.routing import DEFAULT_SCORERS, check_weights
 from deepfleet.net import reachable_host
 
 # Beside the fleet state file: the `routing` section as the controller wrote it for the gateway.
@@ -26,24 +27,13 @@ KV_ROUTING_FILE = "kv_routing.json"
 class KvRoutingSpec(Strict):
     """How the gateway weighs cached prefixes against load (policies kv_aware, prefix_hash)."""
 
-    prefix_weight: float = Field(
-        3.0, ge=0, description="kv_aware: weight of the share of the prompt a replica holds."
-    )
-    prefill_weight: float = Field(
-        1.0,
-        ge=0,
-        description="kv_aware: weight of the prefill work a replica would do before this "
-        "request's first token (its backlog plus the blocks it lacks).",
-    )
-    load_weight: float = Field(
-        1.0, ge=0, description="kv_aware: weight of idleness (running + waiting requests)."
-    )
-    kv_weight: float = Field(0.5, ge=0, description="kv_aware: weight of free KV cache.")
-    spread_weight: float = Field(
-        1.0,
-        ge=0,
-        description="kv_aware: for prompts no replica holds, weight of caching little (new "
-        "prefixes spread evenly over the fleet's KV caches).",
+    scorers: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_SCORERS),
+        description="kv_aware: the profile, scorer name -> weight (each scorer maps an "
+        "endpoint to [0, 1]; the weighted sum ranks them). Scorers: prefix (share of the "
+        "prompt a replica holds), prefill (prefill work before this request's first token), "
+        "load (idleness: running + waiting requests), kv_free (free KV cache), spread (for "
+        "prompts no replica holds: caching little). A scorer left out does not count.",
     )
     spill_queued: int = Field(
         4,
@@ -90,24 +80,18 @@ class KvRoutingSpec(Strict):
         description="Tokens of earlier turns kept per model so a chat is not re-tokenized whole.",
     )
 
-    def policy_params(self, policy: str) -> dict[str, Any]:
-        """The parameters of routing policy `policy` taken from this section."""
-        if policy == "kv_aware":
-            return self.model_dump(
-                include={
-                    "prefix_weight",
-                    "prefill_weight",
-                    "load_weight",
-                    "kv_weight",
-                    "spread_weight",
-                    "spill_queued",
-                    "spill_abs",
-                    "spill_rel",
-                }
-            )
-        if policy == "prefix_hash":
-            return {"load_factor": self.load_factor}
-        return {}
+    @field_validator("scorers")
+    @classmethod
+    def _known_scorers(cls, v: dict[str, float]) -> dict[str, float]:
+        return check_weights(v)
+
+
+def read_routing_spec(state_dir: Path) -> KvRoutingSpec:
+    """The section the controller wrote beside the fleet state, else the defaults."""
+    try:
+        return KvRoutingSpec.model_validate_json((state_dir / KV_ROUTING_FILE).read_text())
+    except (OSError, ValueError):
+        return KvRoutingSpec()
 
 
 class DiskTier(Strict):

@@ -12,6 +12,7 @@ from deepfleet.config.cluster import ClusterSpec
 from deepfleet.config.deploy import DeploySpec
 from deepfleet.config.engines import ENGINE_NAMES, EngineName
 from deepfleet.config.kvcache import KvCacheSpec
+from deepfleet.config.routing import POLICY_NAMES
 from deepfleet.config.ui import UiSpec
 
 BUNDLED = "bundled"
@@ -62,7 +63,10 @@ class ModelSpec(Strict):
     engine_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables for the engine process."
     )
-    routing: str = Field("round_robin", description="Routing policy across this model's replicas.")
+    routing: str = Field(
+        "round_robin",
+        description="Routing policy across this model's replicas: " + ", ".join(POLICY_NAMES) + ".",
+    )
     trust_remote_code: bool = Field(
         False, description="Let the engine run Python code shipped with the model."
     )
@@ -72,6 +76,13 @@ class ModelSpec(Strict):
     def _known_engine(cls, v: object) -> object:
         if isinstance(v, str) and v not in ENGINE_NAMES:
             raise ValueError(f"unknown engine; available: {', '.join(sorted(ENGINE_NAMES))}")
+        return v
+
+    @field_validator("routing")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        if v not in POLICY_NAMES:
+            raise ValueError(f"unknown routing policy {v!r}; known: {', '.join(POLICY_NAMES)}")
         return v
 
     @field_validator("replicas")

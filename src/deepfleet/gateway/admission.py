@@ -28,7 +28,6 @@ from starlette.responses import Response
 
 from deepfleet.gateway import requests
 from deepfleet.gateway.auth import Authenticator, AuthError, Principal
-from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.keys import ApiKey
 from deepfleet.gateway.later import Later
@@ -36,6 +35,7 @@ from deepfleet.gateway.limits import AdmissionQueue, KeyConcurrency, TokenBucket
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.relay import Outcome
 from deepfleet.gateway.settings import GatewaySettings
+from deepfleet.routing.endpoints import EndpointTable
 
 
 class Admission:

@@ -3,7 +3,8 @@ routes, and the generation entry that runs admission's checks (admission.py) in 
 hands an admitted request to forwarding (forwarding.py).
 
 `Gateway` is given what it uses (the endpoint table, key store, buckets, settings, metrics and
-the routing context); `server.create_app` builds them.
+the load balancer's feeds, deepfleet.routing.feeds.RoutingFeeds); `server.create_app` builds
+them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from deepfleet.gateway.admin import AdminRoutes
 from deepfleet.gateway.admission import Admission
 from deepfleet.gateway.asgi import GatewayASGI, Incoming
 from deepfleet.gateway.auth import Authenticator, AuthError
-from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.forwarding import Forwarding, routed
 from deepfleet.gateway.keys import KeyStore
@@ -34,8 +34,9 @@ from deepfleet.gateway.proxy import Proxy
 from deepfleet.gateway.relay import StreamRelay
 from deepfleet.gateway.settings import GatewaySettings
 from deepfleet.gateway.upstream import UpstreamPool
-from deepfleet.kvcache.context import RoutingContext
 from deepfleet.observability.sd import observability_routes, state_file_reader
+from deepfleet.routing.endpoints import EndpointTable
+from deepfleet.routing.feeds import RoutingFeeds
 
 GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
@@ -48,7 +49,7 @@ class Gateway:
         buckets: TokenBuckets,
         settings: GatewaySettings,
         metrics: GatewayMetrics,
-        routing: RoutingContext,
+        routing: RoutingFeeds,
     ) -> None:
         self.table = table
         self.settings = settings
@@ -63,6 +64,8 @@ class Gateway:
         self.routing = routed(routing, self.proxy)
         self.forwarding = Forwarding(table, self.admission, settings, self.routing.send)
         self.admin = AdminRoutes(keys, self.auth)
+        # Whoever polls the state file first (this loop or the feeds'), the gauge follows it.
+        table.follower.listen(lambda _: self._count_ready())
 
     # -- lifecycle -------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -87,9 +90,11 @@ class Gateway:
             self._on_refresh()
 
     def _on_refresh(self) -> None:
-        if self.table.refresh():
-            for name, entry in self.table.models.items():
-                self.metrics.ready_replicas.labels(name).set(len(entry.endpoints))
+        self.table.refresh()
+
+    def _count_ready(self) -> None:
+        for name, entry in self.table.models.items():
+            self.metrics.ready_replicas.labels(name).set(len(entry.endpoints))
 
     def app(self) -> GatewayASGI:
         routes = [

@@ -5,8 +5,9 @@ An admitted request holds an admission slot and one of its key's slots (admissio
 answer is 503 no_ready_replica. Otherwise the proxy (proxy.py) tries the model's ready
 replicas in the order its routing policy gives for this request.
 
-Every call the gateway makes to its routing context is in `routed`: starting and stopping it
-with the app, the model's policy, the request's route, and the proxy's forward along them.
+Every call the gateway makes to the load balancer (deepfleet.routing) is in `routed`: starting
+and stopping its feeds with the app, the request's route and decision, and the proxy's forward
+along the decided order.
 """
 
 from __future__ import annotations
@@ -20,58 +21,53 @@ from starlette.responses import Response
 from deepfleet.gateway import requests
 from deepfleet.gateway.admission import Admission
 from deepfleet.gateway.auth import Principal
-from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.proxy import Forward, Outcome, Proxy
 from deepfleet.gateway.relay import StreamRelay
 from deepfleet.gateway.settings import GatewaySettings
-from deepfleet.kvcache.context import RoutingContext
-from deepfleet.routing import Endpoint, RoutingPolicy
+from deepfleet.routing import Endpoint
+from deepfleet.routing.endpoints import EndpointTable
+from deepfleet.routing.feeds import RoutingFeeds
 
 Done = Callable[[Outcome], None]
 Answer = Response | StreamRelay
-Send = Callable[[Forward, str, list[Endpoint], Done], Awaitable[Answer]]
+Send = Callable[[Forward, list[Endpoint], Done], Awaitable[Answer]]
 
 
 class Routed(NamedTuple):
     running: Callable[[], contextlib.AbstractAsyncContextManager[None]]
-    """Enter for the app's lifespan: the routing context runs while inside."""
+    """Enter for the app's lifespan: the load balancer's feeds run while inside."""
     send: Send
-    """`send(req, policy_name, ready_endpoints, done)`: the proxy's answer to `req`."""
+    """`send(req, ready_endpoints, done)`: the proxy's answer to `req`."""
 
 
-def routed(kv: RoutingContext, proxy: Proxy) -> Routed:
-    """The routing context's whole part in the gateway.
+def routed(feeds: RoutingFeeds, proxy: Proxy) -> Routed:
+    """The load balancer's whole part in the gateway.
 
-    `send` builds each model's policy once (per policy name) and hands the proxy the request's
-    route. It is not a coroutine function: when the route needs no await (policies without
-    tokens), it returns the proxy's coroutine for the caller to await, so a request passes
-    through no coroutine beyond the proxy's own and its caller's.
+    `send` asks the router for the request's order of the ready endpoints and hands it to the
+    proxy. It is not a coroutine function: when the request needs no tokens, it returns the
+    proxy's coroutine for the caller to await, so a request passes through no coroutine beyond
+    the proxy's own and its caller's.
     """
-    policies: dict[tuple[str, str], RoutingPolicy] = {}
+    router = feeds.router
 
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[None]:
-        await kv.start()
+        await feeds.start()
         try:
             yield
         finally:
-            await kv.stop()
+            await feeds.stop()
 
-    def send(req: Forward, name: str, endpoints: list[Endpoint], done: Done) -> Awaitable[Answer]:
-        policy = policies.get((req.model, name))
-        if policy is None:
-            policy = policies[(req.model, name)] = kv.policy(req.model, name)
-        route = kv.prepare_now(req.model, req.body)
+    def send(req: Forward, endpoints: list[Endpoint], done: Done) -> Awaitable[Answer]:
+        route = router.request_now(req.model, req.body)
         if route is not None:
-            return proxy.forward(req, route, policy, endpoints, done)
-        return tokenized(req, policy, endpoints, done)
+            return proxy.forward(req, router.decide(route, endpoints).order, done)
+        return tokenized(req, endpoints, done)
 
-    async def tokenized(
-        req: Forward, policy: RoutingPolicy, endpoints: list[Endpoint], done: Done
-    ) -> Answer:
-        route = await kv.prepare(req.model, req.path, req.body)
-        return await proxy.forward(req, route, policy, endpoints, done)
+    async def tokenized(req: Forward, endpoints: list[Endpoint], done: Done) -> Answer:
+        route = await router.request(req.model, req.path, req.body)
+        return await proxy.forward(req, router.decide(route, endpoints).order, done)
 
     return Routed(running, send)
 
@@ -107,4 +103,4 @@ class Forwarding:
             or self.settings.reasoning_cap
         )
         req = Forward(path, body, model, bool(fields.stream), who.name, cap, started)
-        return await self.send(req, self.table.models[model].routing, endpoints, done)
+        return await self.send(req, endpoints, done)

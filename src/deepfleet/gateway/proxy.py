@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from prometheus_client import Gauge, Histogram
 from starlette.responses import Response
 
-from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.later import Later
 from deepfleet.gateway.metrics import GatewayMetrics
@@ -24,7 +23,8 @@ from deepfleet.gateway.relay import Outcome, StreamRelay
 from deepfleet.gateway.stream import usage_of
 from deepfleet.gateway.turns import Turns
 from deepfleet.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
-from deepfleet.routing import Endpoint, RouteRequest, RoutingPolicy
+from deepfleet.routing.base import Endpoint
+from deepfleet.routing.endpoints import EndpointTable
 
 __all__ = ["Forward", "Outcome", "Proxy"]
 
@@ -53,13 +53,10 @@ class Proxy:
     async def forward(
         self,
         req: Forward,
-        route: RouteRequest,
-        policy: RoutingPolicy,
-        endpoints: list[Endpoint],
+        order: list[Endpoint],
         done: Callable[[Outcome], None],
     ) -> Response | StreamRelay:
         pool = self.upstream
-        order = policy.order(route, endpoints)
         last_error = "no replica answered"
         tried: set[str] = set()
         try:

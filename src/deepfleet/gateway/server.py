@@ -33,17 +33,19 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from deepfleet.config.kvcache import read_routing_spec
 from deepfleet.config.schema import GatewaySpec
 from deepfleet.gateway.app import Gateway
 from deepfleet.gateway.asgi import GatewayASGI
-from deepfleet.gateway.endpoints import EndpointTable
 from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.limits import TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.settings import GatewaySettings, WorkerSettings
-from deepfleet.kvcache.context import RoutingContext
 from deepfleet.kvcache.relay import EventRelay, relay_endpoint
 from deepfleet.net import is_loopback
+from deepfleet.routing.endpoints import EndpointTable
+from deepfleet.routing.feeds import RoutingFeeds
+from deepfleet.routing.follow import event_ports
 
 # uvicorn's httptools protocol that can send a streamed answer's head with its first chunk.
 HTTP_PROTOCOL = "deepfleet.gateway.httpserver:GatewayHttpProtocol"
@@ -80,9 +82,15 @@ def create_app(settings: WorkerSettings) -> GatewayASGI:
     state, ejections, admission queue are per worker; keys and rate limits are shared through
     SQLite)."""
     metrics = GatewayMetrics(multiprocess_dir=settings.metrics_dir)
-    routing = RoutingContext(settings.state_file, registry=metrics.registry, relay=settings.relay)
+    table = EndpointTable(settings.state_file)
+    routing = RoutingFeeds(
+        table,
+        read_routing_spec(settings.state_file.parent).model_dump(),
+        registry=metrics.registry,
+        relay=settings.relay,
+    )
     gateway = Gateway(
-        EndpointTable(settings.state_file),
+        table,
         KeyStore(settings.keys_db),
         TokenBuckets(settings.usage_db),
         settings.gateway,
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics_dir.mkdir(parents=True)
         os.environ[PROMETHEUS_ENV] = str(metrics_dir)
         # Only one process can bind an engine's KV events port: this one, relaying to all.
-        relay = EventRelay(state_file, relay_endpoint(state_file))
+        relay = EventRelay(event_ports(state_file), relay_endpoint(state_file))
         relay.start()
         settings = dataclasses.replace(settings, relay=relay.endpoint, metrics_dir=metrics_dir)
     try:

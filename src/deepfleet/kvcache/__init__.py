@@ -1,7 +1,6 @@
-"""The KV cache layer: KV-event subscriber, global block index, request -> token blocks, the
-routing context the gateway holds, and engine arguments for KV offloading."""
+"""The KV cache layer: vLLM KV events and their subscriber and relay, the global block index,
+block hashing, request -> token blocks (tokenizers), and engine arguments for KV offloading."""
 
-from deepfleet.kvcache.context import KV_ROUTING_FILE, RELAY_ENV, RoutingContext
 from deepfleet.kvcache.index import KvIndex
 
-__all__ = ["KV_ROUTING_FILE", "RELAY_ENV", "KvIndex", "RoutingContext"]
+__all__ = ["KvIndex"]

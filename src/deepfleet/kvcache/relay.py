@@ -2,24 +2,25 @@
 
 Engines connect to one address each and only one process can bind it, so the gateway's main
 process binds every engine's events port and republishes each batch, prefixed with the replica
-id, on one local PUB endpoint that every worker subscribes to. It follows the fleet state file
-as replicas come and go. A thread with its own ZMQ context: the main process runs no event
-loop of ours (uvicorn's supervisor owns it).
+id, on one local PUB endpoint that every worker subscribes to. It asks `ports` (replica id ->
+the endpoint to bind) every second as replicas come and go. A thread with its own ZMQ
+context: the main process runs no event loop of ours (uvicorn's supervisor owns it).
 
-Use (gateway/server.py, before uvicorn starts the workers):
-    relay = EventRelay(state_file, relay_endpoint(state_file)); relay.start(); ...; relay.stop()
+Use (gateway/server.py, before uvicorn starts the workers; event_ports: routing/follow.py):
+    relay = EventRelay(event_ports(state_file), relay_endpoint(state_file))
+    relay.start(); ...; relay.stop()
+    settings = replace(settings, relay=relay.endpoint)  # handed to every worker's subscriber
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import zmq
-
-from deepfleet.fleet.state import read_state
 
 POLL_MS = 200
 REFRESH_S = 1.0
@@ -30,23 +31,10 @@ def relay_endpoint(state_file: Path) -> str:
     return f"ipc://{state_file.parent / 'kv-events.ipc'}"
 
 
-def event_ports(state_file: Path, bind_host: str = "127.0.0.1") -> dict[str, str]:
-    """replica id -> the endpoint to bind for its events, from the fleet state."""
-    state = read_state(state_file)
-    if state is None:
-        return {}
-    return {
-        r.replica_id: f"tcp://{bind_host}:{r.kv_events_port}"
-        for r in state.replicas
-        if r.kv_events_port is not None
-    }
-
-
 class EventRelay:
-    def __init__(self, state_file: Path, endpoint: str, bind_host: str = "127.0.0.1") -> None:
-        self.state_file = state_file
+    def __init__(self, ports: Callable[[], Mapping[str, str]], endpoint: str) -> None:
+        self.ports = ports
         self.endpoint = endpoint
-        self.bind_host = bind_host
         self.forwarded = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,7 +90,7 @@ class EventRelay:
         poller: zmq.Poller,
         subs: dict[str, tuple[str, zmq.Socket[Any]]],
     ) -> None:
-        wanted = event_ports(self.state_file, self.bind_host)
+        wanted = self.ports()
         for replica in list(subs):
             endpoint, sock = subs[replica]
             if wanted.get(replica) != endpoint:

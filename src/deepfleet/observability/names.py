@@ -7,7 +7,7 @@ Names are as Prometheus stores them (counters carry `_total`; histograms are que
   and `engine` from vLLM, plus `model`, `replica`, `node`, `role` from service discovery.
 - GATEWAY: what `deepfleet.gateway.metrics.GatewayMetrics` exports today.
 - FLEET: the fleet state (fleet.json) as metrics, served next to /sd/targets (`fleet_metrics`).
-- PENDING: names the KV routing layer defines (deepfleet.kvcache.metrics) that the gateway does
+- PENDING: names the KV routing layer defines (deepfleet.routing.metrics) that the gateway does
   not serve yet. Dashboards already show them; the "every panel returns data" test skips
   exactly the queries that read these.
 - DCGM: NVIDIA's dcgm-exporter (GPU memory, temperature), present only on GPU nodes.
@@ -66,7 +66,7 @@ REPLICA_RESTARTS = "deepfleet_replica_restarts_total"  # labels replica, model, 
 
 FLEET = (REPLICA_STATE, REPLICA_RESTARTS)
 
-# -- pending: the KV routing layer (deepfleet.kvcache.metrics.RoutingMetrics), not yet served
+# -- pending: the KV routing layer (deepfleet.routing.metrics.RoutingMetrics), not yet served
 # by the gateway's /metrics ------------------------------------------------------------------
 # Every routing decision; reason says why the endpoint won (prefix, load, spill, single, order).
 ROUTING_DECISIONS = "deepfleet_routing_decisions_total"  # labels model, policy, reason

@@ -1,15 +1,28 @@
 """The routing contract: a request and endpoint snapshots in, an order of preference out.
 
-Policies are pure: everything they weigh arrives in the snapshots (the gateway's KV routing
-context fills load and prefix facts in; see deepfleet.kvcache.context). Every field beyond the
-first few has a default, so a policy that needs nothing more (round robin) sees plain endpoints.
+Policies are pure: everything they weigh arrives in the snapshots (the Router fills load and
+prefix facts in, router.py). Every field beyond the first few has a default, so a policy that
+needs nothing more (round robin) sees plain endpoints. A policy says once, in `needs`, which
+facts beyond load it reads; the Router and its feeds provide exactly those.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class Need(StrEnum):
+    """What a policy reads beyond the endpoints' load."""
+
+    TOKENS = "tokens"
+    """The prompt's block hashes and prefix key (the model's tokenizer is loaded)."""
+    EVENTS = "events"
+    """Each replica's cached blocks from its KV events (the router also records what it sent
+    as pending blocks in the index)."""
 
 
 @dataclass(frozen=True)
@@ -63,19 +76,21 @@ class Decision:
     reason: str
 
 
-class RoutingPolicy(Protocol):
-    name: str
+class RoutingPolicy(ABC):
+    """Base of every policy. The registry reads the class attributes without building one."""
 
-    def order(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
-        """All endpoints, most preferred first; the gateway retries down the list on failure
-        before the first byte. Never empty when `endpoints` is not."""
-        ...
+    name: ClassVar[str]
+    needs: ClassVar[frozenset[Need]] = frozenset()
+    """What the policy reads beyond load (declared here, nowhere else)."""
+    settings: ClassVar[tuple[str, ...]] = ()
+    """Keys of fleet.yaml's `kv_cache.routing` section the policy takes as parameters."""
 
+    @abstractmethod
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        """Configured by `params`; ValueError naming what is wrong."""
 
-@runtime_checkable
-class ExplainingPolicy(Protocol):
-    """A policy that also says why it chose (routing decisions by reason)."""
-
-    name: str
-
-    def decide(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> Decision: ...
+    @abstractmethod
+    def decide(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> Decision:
+        """All endpoints, most preferred first (the gateway retries down the list on failure
+        before the first byte), and why the first was chosen. The order is never empty when
+        `endpoints` is not."""

@@ -1,5 +1,5 @@
-"""The gateway's view of the fleet: ready replicas per model from the controller's state file,
-minus the ones this worker ejected.
+"""Endpoint health: ready replicas per model from the controller's state file, minus the ones
+this gateway worker ejected.
 
 Passive ejection: each failure before the first byte ejects a replica for a backoff that
 doubles with consecutive failures; when it expires one request is let through (half-open);
@@ -9,15 +9,15 @@ its success clears the record, its failure ejects again for longer. A restart of
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepfleet.fleet.state import FleetState, ReplicaState, read_state
+from deepfleet.fleet.state import FleetState, ReplicaState
 from deepfleet.routing.base import Endpoint
+from deepfleet.routing.follow import StateFollower
 
 
 @dataclass
@@ -47,8 +47,8 @@ class EndpointTable:
         eject_max_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._path = state_path
-        self._mtime_ns = -1
+        self.follower = StateFollower(state_path)
+        """The state file's follower; other readers of the same state listen to it."""
         self._base = eject_base_s
         self._max = eject_max_s
         self._clock = clock
@@ -56,26 +56,16 @@ class EndpointTable:
         self._restarts: dict[str, int] = {}
         self.models: dict[str, ModelEntry] = {}
         self.in_flight: defaultdict[str, int] = defaultdict(int)
+        self.follower.listen(self.load)
 
     @property
     def path(self) -> Path:
         """The fleet state file this table follows."""
-        return self._path
+        return self.follower.path
 
     def refresh(self) -> bool:
         """Reload when the file changed; True if it did. Cheap enough to call every 200 ms."""
-        try:
-            mtime = os.stat(self._path).st_mtime_ns
-        except FileNotFoundError:
-            return False
-        if mtime == self._mtime_ns:
-            return False
-        state = read_state(self._path)
-        if state is None:
-            return False
-        self._mtime_ns = mtime
-        self.load(state)
-        return True
+        return self.follower.poll()
 
     def load(self, state: FleetState) -> None:
         models = {m.name: ModelEntry(m.name, m.routing, m.max_model_len) for m in state.models}

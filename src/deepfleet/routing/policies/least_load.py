@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deepfleet.routing.base import Decision, Endpoint, RouteRequest
-from deepfleet.routing.scorers import by_load
+from deepfleet.routing.base import Decision, Endpoint, RouteRequest, RoutingPolicy
+from deepfleet.routing.load_order import by_load
 
 
-class LeastLoad:
+class LeastLoad(RoutingPolicy):
     name = "least_load"
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
@@ -21,6 +21,3 @@ class LeastLoad:
     def decide(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> Decision:
         self._turn += 1
         return Decision(by_load(endpoints, self._turn), "load")
-
-    def order(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
-        return self.decide(request, endpoints).order

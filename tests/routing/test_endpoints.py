@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus
-from deepfleet.gateway.endpoints import EndpointTable
+from deepfleet.routing.endpoints import EndpointTable
 
 
 class Clock:

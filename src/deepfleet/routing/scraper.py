@@ -1,5 +1,5 @@
-"""Engine load from each replica's Prometheus /metrics (vLLM's names), read in the background
-every `interval_s`, never on a request's path."""
+"""Engine load from each replica's Prometheus /metrics, read in the background every
+`interval_s`, never on a request's path."""
 
 from __future__ import annotations
 

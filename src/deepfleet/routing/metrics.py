@@ -1,6 +1,7 @@
-"""The KV routing layer's Prometheus metrics, registered beside the gateway's (prefix
-`deepfleet_`). With several gateway workers (prometheus-client multiprocess mode), gauges
-that every worker measures alike report the max over live workers."""
+"""The load balancer's Prometheus metrics (decisions, the KV index it reads, engines' prefix
+cache hit rates), registered beside the gateway's (prefix `deepfleet_`). With several gateway
+workers (prometheus-client multiprocess mode), gauges that every worker measures alike report
+the max over live workers."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ replica, which then likely holds their prefix. The ring has `vnodes` points per 
 replica joining or leaving moves only its share of keys. Bounded loads (Mirrokni et al.,
 "Consistent Hashing with Bounded Loads"): a replica already above `load_factor` times the
 mean load (plus one) passes the request on along the ring, so one hot prefix cannot swamp
-it. `request.prefix_key` comes from the KV routing context (the first tokens of the prompt);
+it. `request.prefix_key` comes from the Router (a hash of the prompt's first tokens, or text);
 without it the policy falls back to least load.
 """
 
@@ -18,16 +18,18 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deepfleet.routing.base import Decision, Endpoint, RouteRequest
-from deepfleet.routing.scorers import by_load
+from deepfleet.routing.base import Decision, Endpoint, Need, RouteRequest, RoutingPolicy
+from deepfleet.routing.load_order import by_load
 
 
 def _point(label: str) -> int:
     return int.from_bytes(hashlib.blake2b(label.encode(), digest_size=8).digest(), "big")
 
 
-class PrefixHash:
+class PrefixHash(RoutingPolicy):
     name = "prefix_hash"
+    needs = frozenset({Need.TOKENS})
+    settings = ("load_factor",)
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         params = dict(params or {})
@@ -76,6 +78,3 @@ class PrefixHash:
                 order = [endpoint, *walk[:position], *walk[position + 1 :]]
                 return Decision(order, "prefix" if position == 0 else "spill")
         return Decision(walk, "prefix")
-
-    def order(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
-        return self.decide(request, endpoints).order

@@ -8,10 +8,10 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deepfleet.routing.base import Decision, Endpoint, RouteRequest
+from deepfleet.routing.base import Decision, Endpoint, RouteRequest, RoutingPolicy
 
 
-class PowerOfTwo:
+class PowerOfTwo(RoutingPolicy):
     name = "power_of_two"
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
@@ -28,6 +28,3 @@ class PowerOfTwo:
         first, second = (a, b) if endpoints[a].load <= endpoints[b].load else (b, a)
         rest = sorted((e for i, e in enumerate(endpoints) if i not in (a, b)), key=lambda e: e.load)
         return Decision([endpoints[first], endpoints[second], *rest], "load")
-
-    def order(self, request: RouteRequest, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
-        return self.decide(request, endpoints).order

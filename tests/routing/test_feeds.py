@@ -1,4 +1,4 @@
-"""The routing context against simulated engines that publish real KV events over ZMQ."""
+"""The router and its feeds against simulated engines that publish real KV events over ZMQ."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from deepfleet.kvcache.context import RoutingContext
+from deepfleet.config.kvcache import KvRoutingSpec
 from deepfleet.kvcache.relay import EventRelay, relay_endpoint
 from deepfleet.routing import Endpoint
+from deepfleet.routing.endpoints import EndpointTable
+from deepfleet.routing.feeds import RoutingFeeds
+from deepfleet.routing.follow import event_ports
 from tests.kvcache.events_util import until
 from tests.kvcache.sim_fleet import MODEL, chat, route_and_send, sim_fleet, tokenizer_folder
 
@@ -34,7 +37,7 @@ SYSTEM_B = " ".join(f"beta{i} governs another realm" for i in range(60))
 
 async def test_requests_follow_their_cached_prefix(tmp_path: Path) -> None:
     async with sim_fleet(tmp_path, count=3) as fleet, aiohttp.ClientSession() as session:
-        context = await started(RoutingContext(fleet.state_path))
+        context = await started(feeds_of(fleet.state_path))
         try:
             first, route = await route_and_send(
                 context, session, fleet, conversation(SYSTEM_A, "hello")
@@ -53,7 +56,7 @@ async def test_requests_follow_their_cached_prefix(tmp_path: Path) -> None:
             endpoints = [
                 Endpoint(f"{MODEL}-{i}", MODEL, e.url) for i, e in enumerate(fleet.engines)
             ]
-            snap = context.snapshot(endpoints, again)
+            snap = context.router.snapshot(endpoints, again)
             matched = {e.replica_id: e.matched_blocks for e in snap}
             assert matched[first] >= len(again.block_hashes) - 2
             decisions = sample(context, "deepfleet_routing_decisions_total")
@@ -73,7 +76,7 @@ async def test_one_hot_prefix_spills_to_an_idle_replica(tmp_path: Path) -> None:
         sim_fleet(tmp_path, count=2, max_num_seqs=4, speed=0.005) as fleet,
         aiohttp.ClientSession() as session,
     ):
-        context = await started(RoutingContext(fleet.state_path))
+        context = await started(feeds_of(fleet.state_path))
         try:
             await route_and_send(context, session, fleet, conversation(SYSTEM_A, "warm up"))
             await until(lambda: len(context.index) > 0)
@@ -92,7 +95,7 @@ async def test_one_hot_prefix_spills_to_an_idle_replica(tmp_path: Path) -> None:
 
 async def test_an_engine_restart_in_the_state_clears_its_entries(tmp_path: Path) -> None:
     async with sim_fleet(tmp_path, count=2) as fleet, aiohttp.ClientSession() as session:
-        context = await started(RoutingContext(fleet.state_path))
+        context = await started(feeds_of(fleet.state_path))
         try:
             first, _ = await route_and_send(context, session, fleet, conversation(SYSTEM_A, "hi"))
             await until(lambda: context.index.blocks_of(first) > 0)
@@ -109,7 +112,7 @@ async def test_a_gap_resyncs_by_resetting_the_engine_cache(tmp_path: Path) -> No
     async with sim_fleet(tmp_path, count=1) as fleet, aiohttp.ClientSession() as session:
         # Events published before anyone listens are lost: the subscriber sees a gap.
         await chat(session, fleet.engines[0].url, conversation(SYSTEM_A, "x"))
-        context = RoutingContext(fleet.state_path)
+        context = feeds_of(fleet.state_path)
         await context.start()
         try:
             await asyncio.sleep(0.3)  # the engine's PUB socket connects to our bound port
@@ -125,11 +128,10 @@ async def test_a_gap_resyncs_by_resetting_the_engine_cache(tmp_path: Path) -> No
 
 async def test_workers_share_events_through_the_relay(tmp_path: Path) -> None:
     async with sim_fleet(tmp_path, count=2) as fleet, aiohttp.ClientSession() as session:
-        relay = EventRelay(fleet.state_path, relay_endpoint(fleet.state_path))
+        relay = EventRelay(event_ports(fleet.state_path), relay_endpoint(fleet.state_path))
         relay.start()
         workers = [
-            RoutingContext(fleet.state_path, relay=relay_endpoint(fleet.state_path))
-            for _ in range(2)
+            feeds_of(fleet.state_path, relay=relay_endpoint(fleet.state_path)) for _ in range(2)
         ]
         for w in workers:
             await w.start()
@@ -147,7 +149,13 @@ async def test_workers_share_events_through_the_relay(tmp_path: Path) -> None:
             relay.stop()
 
 
-async def started(context: RoutingContext) -> RoutingContext:
+def feeds_of(state_path: Path, relay: str | None = None) -> RoutingFeeds:
+    """What a gateway worker builds: the endpoint table and the router's feeds on it."""
+    table = EndpointTable(state_path)
+    return RoutingFeeds(table, KvRoutingSpec().model_dump(), relay=relay)
+
+
+async def started(context: RoutingFeeds) -> RoutingFeeds:
     """Start, then give the engines' PUB sockets time to connect to the bound ports (what
     they publish before that is lost, which a resync would then repair)."""
     await context.start()
@@ -155,7 +163,7 @@ async def started(context: RoutingContext) -> RoutingContext:
     return context
 
 
-def sample(context: RoutingContext, name: str) -> dict[tuple[str, ...], float]:
+def sample(context: RoutingFeeds, name: str) -> dict[tuple[str, ...], float]:
     out: dict[tuple[str, ...], float] = {}
     for family in context.metrics.registry.collect():
         for s in family.samples:

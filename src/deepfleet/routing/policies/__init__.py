@@ -1,0 +1,1 @@
+"""Routing policies, one per file; registered by name in deepfleet.routing.registry."""
