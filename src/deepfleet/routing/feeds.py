@@ -22,7 +22,8 @@ import aiohttp
 import zmq.asyncio
 from prometheus_client import CollectorRegistry
 
-from deepfleet.engines.load import EngineLoad
+from deepfleet.engines.load import EngineLoad, LoadMetrics
+from deepfleet.engines.registry import get_adapter, known_engines
 from deepfleet.fleet.state import FleetState
 from deepfleet.kvcache.events import EventStreams
 from deepfleet.kvcache.index import KvIndex
@@ -136,7 +137,10 @@ class RoutingFeeds:
         ]
         if self._subscriber is not None:
             self._subscriber.set_publishers(publishers)
-        self.scraper.set_targets({r.replica_id: r.url for r in state.replicas})
+        self.scraper.set_targets(
+            {r.replica_id: r.url for r in state.replicas},
+            {r.replica_id: m for r in state.replicas if (m := load_metrics(r.engine)) is not None},
+        )
         if self._started:  # tokenizers load inside the event loop
             self.prompts.set_models(
                 {
@@ -164,3 +168,9 @@ class RoutingFeeds:
 
     def _resynced(self, replica: str, how: str) -> None:
         self.metrics.resyncs.labels(replica, how).inc()
+
+
+def load_metrics(engine: str) -> LoadMetrics | None:
+    """The metric names engine `engine` reports its load under; None for one deepfleet has
+    no adapter for (a test double: read with vLLM's names)."""
+    return get_adapter(engine).load_metrics if engine in known_engines() else None

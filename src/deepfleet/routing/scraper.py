@@ -9,11 +9,12 @@ from collections.abc import Callable
 
 import aiohttp
 
-from deepfleet.engines.load import EngineLoad, parse_load
+from deepfleet.engines.load import VLLM_METRICS, EngineLoad, LoadMetrics, parse_load
 
 
 class LoadScraper:
-    """Keeps `loads` current for the replicas in `targets` (replica id -> base URL)."""
+    """Keeps `loads` current for the replicas in `targets` (replica id -> base URL), each read
+    under its engine's metric names (`metrics`, replica id -> names; vLLM's by default)."""
 
     def __init__(
         self,
@@ -24,14 +25,18 @@ class LoadScraper:
     ) -> None:
         self.interval_s = interval_s
         self.targets: dict[str, str] = {}
+        self.metrics: dict[str, LoadMetrics] = {}
         self.loads: dict[str, EngineLoad] = {}
         self._session = session
         self._on_scrape = on_scrape
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=max(1.0, 2 * interval_s))
 
-    def set_targets(self, targets: dict[str, str]) -> None:
+    def set_targets(
+        self, targets: dict[str, str], metrics: dict[str, LoadMetrics] | None = None
+    ) -> None:
         self.targets = dict(targets)
+        self.metrics = dict(metrics or {})
         for gone in set(self.loads) - set(targets):
             del self.loads[gone]
 
@@ -52,7 +57,7 @@ class LoadScraper:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError):
             return
-        load = parse_load(text, self._clock())
+        load = parse_load(text, self._clock(), self.metrics.get(replica, VLLM_METRICS))
         if load is None or replica not in self.targets:
             return
         self.loads[replica] = load
