@@ -24,7 +24,7 @@ from typing import Any
 
 from deepfleet.config.deploy import NodeSpec
 from deepfleet.deploy.bundle import Bundle, Raw, Var, Word, command, env_flags, script
-from deepfleet.deploy.multihost import RAY_TOKEN_FILE, add_ray_token, ray_auth_flags
+from deepfleet.deploy.multihost import RAY_TOKEN_FILE, add_ray_token, ray_auth_flags, ray_role
 from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment
 from deepfleet.deploy.texts import ascend_readme
 from deepfleet.engines.registry import get_adapter
@@ -215,11 +215,7 @@ def _vllm_run(dp: DeployPlan, index: int) -> str:
         words += ["--entrypoint", spec.argv[0], Var("IMAGE"), *spec.argv[1:]]
         what = f"vllm-ascend ({m.spec.name})"
     else:
-        role = (
-            f"--head --port={d.ray_port} --dashboard-host=127.0.0.1"
-            if index == 0
-            else f"--address=${{HEAD_IP}}:{d.ray_port}"
-        )
+        role = ray_role(index, d.ray_port)
         ray = (
             f'"ray start --block {role} --node-ip-address=${{NODE_IP}} '
             f'--resources=\'{{\\"NPU\\": {per_node}}}\'"'

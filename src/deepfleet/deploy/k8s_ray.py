@@ -68,6 +68,19 @@ def pod_labels(dp: DeployPlan, component: str) -> dict[str, str]:
     return {"app.kubernetes.io/component": component, INSTANCE_LABEL: dp.cfg.deploy.kubernetes.name}
 
 
+def _pod_metadata(dp: DeployPlan, component: str) -> dict[str, Any]:
+    """A Ray pod's labels, and annotations that let deepfleet's command replace KubeRay's and
+    let Prometheus scrape Ray's metrics port."""
+    return {
+        "labels": pod_labels(dp, component),
+        "annotations": {
+            "ray.io/overwrite-container-cmd": "true",
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(METRICS_PORT),
+        },
+    }
+
+
 def head_service(dp: DeployPlan) -> str:
     """KubeRay names the head's Service <cluster>-head-svc."""
     k = dp.cfg.deploy.kubernetes
@@ -209,14 +222,7 @@ def _head(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
         "rayStartParams": params,
         "serviceType": "ClusterIP",
         "template": {
-            "metadata": {
-                "labels": pod_labels(dp, "head"),
-                "annotations": {
-                    "ray.io/overwrite-container-cmd": "true",
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(METRICS_PORT),
-                },
-            },
+            "metadata": _pod_metadata(dp, "head"),
             "spec": _pod_spec(
                 dp,
                 [container],
@@ -271,14 +277,7 @@ def _worker_group(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
         "maxReplicas": nodes,
         "rayStartParams": params,
         "template": {
-            "metadata": {
-                "labels": pod_labels(dp, "gpu-worker"),
-                "annotations": {
-                    "ray.io/overwrite-container-cmd": "true",
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(METRICS_PORT),
-                },
-            },
+            "metadata": _pod_metadata(dp, "gpu-worker"),
             "spec": _pod_spec(
                 dp,
                 [container],

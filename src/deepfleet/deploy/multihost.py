@@ -52,6 +52,14 @@ def ray_auth_flags() -> list[Word]:
             "-e", f"RAY_AUTH_TOKEN_PATH={RAY_TOKEN_IN_CONTAINER}"]  # fmt: skip
 
 
+def ray_role(index: int, ray_port: int) -> str:
+    """`ray start` flags of node `index` in a node script: the head (its dashboard on loopback
+    only) or a node joining it at $HEAD_IP."""
+    if index == 0:
+        return f"--head --port={ray_port} --dashboard-host=127.0.0.1"
+    return f"--address=${{HEAD_IP}}:{ray_port}"
+
+
 def add_ray_token(bundle: Bundle) -> None:
     bundle.add_private(RAY_TOKEN_FILE, new_secret() + "\n")
 
@@ -68,11 +76,7 @@ def _node_script(dp: DeployPlan, index: int) -> str:
         "MODEL_DIR": d.model_dir,
         "HF_CACHE": d.hf_cache,
     }
-    role = (
-        f"--head --port={d.ray_port} --dashboard-host=127.0.0.1"
-        if index == 0
-        else f"--address=${{HEAD_IP}}:{d.ray_port}"
-    )
+    role = ray_role(index, d.ray_port)
     ray = (
         f'"ray start --block {role} --node-ip-address=${{NODE_IP}} '
         f'--metrics-export-port={METRICS_PORT}"'
