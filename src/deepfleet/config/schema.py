@@ -82,7 +82,7 @@ class ModelSpec(Strict):
     @classmethod
     def _known_policy(cls, v: str) -> str:
         if v not in POLICY_NAMES:
-            raise ValueError(f"unknown routing policy {v!r}; known: {', '.join(POLICY_NAMES)}")
+            raise ValueError(f"unknown routing policy; known: {', '.join(POLICY_NAMES)}")
         return v
 
     @field_validator("replicas")
