@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from deepfleet.engines.base import LaunchSpec
+from deepfleet.fleet.environ import child_environ
 
 
 class ManagedProcess:
@@ -32,7 +33,7 @@ class ManagedProcess:
 
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.spec.env}
+        env = child_environ(self.spec.env)  # an allowlist: no secrets of the controller
         with self.log_path.open("ab") as log:
             log.write(
                 f"\n=== {time.strftime('%F %T')} start: {' '.join(self.spec.argv)}\n".encode()
