@@ -28,7 +28,6 @@ from deepfleet.fleet.files import (
     kv_store_password,
     log_file,
     private_dir,
-    private_log,
 )
 from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.launcher import Launcher, LocalLauncher, ReplicaRunner
@@ -173,7 +172,7 @@ class Controller:
                 model=plan.model.name,
                 engine=plan.model.engine,
                 url=plan.url if plan.port else "",
-                log=str(private_log(log_file(state_dir, plan.replica_id))),
+                log=str(log_file(state_dir, plan.replica_id)),
                 kv_events_port=plan.kv_events_port,
                 devices=list(plan.devices),
             )
@@ -184,7 +183,7 @@ class Controller:
             model="*",
             engine="gateway",
             url=gw_url,
-            log=str(private_log(log_file(state_dir, "gateway"))),
+            log=str(log_file(state_dir, "gateway")),
         )
         self.state.gateway = gw_status
         gw_policy = SupervisorPolicy(startup_timeout_s=60, stop_grace_s=policy.stop_grace_s)

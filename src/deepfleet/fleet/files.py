@@ -61,19 +61,14 @@ class UnsafeLogPath(ValueError):
 
 
 def log_file(state_dir: Path, name: str) -> Path:
-    """logs/NAME.log in `state_dir`, refused (UnsafeLogPath) when it resolves outside logs/."""
-    logs = (state_dir / LOGS_DIR).resolve()
+    """logs/NAME.log in `state_dir`, created private (folders 0700, file 0600) before a process
+    appends to it; refused (UnsafeLogPath) when it resolves outside logs/."""
+    logs = private_dir(state_dir / LOGS_DIR).resolve()
     path = (logs / f"{name}.log").resolve()
-    if not path.is_relative_to(logs) or path == logs:
+    if not path.is_relative_to(logs) or path.parent == path or path == logs:
         raise UnsafeLogPath(f"log name {name!r} leaves {logs}")
-    return path
-
-
-def private_log(path: Path) -> Path:
-    """Create the log file `path` (and its folders) private before a process appends to it."""
-    logs = next((p for p in path.parents if p.name == LOGS_DIR), path.parent)
-    private_dir(logs)
-    path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    for folder in reversed(path.relative_to(logs).parents[:-1]):
+        private_dir(logs / folder)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE))
     os.chmod(path, PRIVATE_FILE)
     return path

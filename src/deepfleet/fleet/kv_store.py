@@ -32,7 +32,6 @@ from deepfleet.fleet.files import (
     kv_store_password,
     log_file,
     private_dir,
-    private_log,
 )
 from deepfleet.fleet.ports import port_in_use
 from deepfleet.fleet.state import ReplicaStatus
@@ -82,7 +81,7 @@ def kv_store_service(cfg: FleetConfig, state_dir: Path, plans: list[ReplicaPlan]
         model="*",
         engine=f"{remote.kind}-store",
         url=remote.address,
-        log=str(private_log(log_file(state_dir, SERVICE_ID))),
+        log=str(log_file(state_dir, SERVICE_ID)),
     )
     if remote.kind == "redis":
         argv = [argv[0], str(redis_conf(state_dir)), *argv[1:]]

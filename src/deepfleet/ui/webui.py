@@ -19,7 +19,7 @@ from deepfleet.config.schema import FleetConfig
 from deepfleet.config.ui import UiSpec
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet.controller import Service, keys_db_path, local_url
-from deepfleet.fleet.files import log_file, private_log
+from deepfleet.fleet.files import log_file
 from deepfleet.fleet.ports import port_in_use
 from deepfleet.fleet.state import ReplicaStatus
 from deepfleet.net import is_loopback
@@ -165,7 +165,7 @@ def ui_service(cfg: FleetConfig, state_dir: Path, gateway_url: str) -> Service:
         model="*",
         engine=SERVICE_ID,
         url=url,
-        log=str(private_log(log_file(state_dir, SERVICE_ID))),
+        log=str(log_file(state_dir, SERVICE_ID)),
     )
     argv = [exe, "serve", "--host", spec.host, "--port", str(spec.port)]
     # cwd: Open-WebUI writes stray files (e.g. a secret key) into its working directory.
