@@ -46,12 +46,20 @@ def fleet(remote: dict[str, Any], mode: str = "local") -> tuple[FleetConfig, lis
     return cfg, plans
 
 
-def redis(port: int, *command: str) -> bytes:
-    """One RESP command to the store on loopback; the raw reply."""
+def _resp(command: tuple[str, ...]) -> bytes:
+    parts = [f"*{len(command)}\r\n".encode()]
+    parts += [f"${len(c)}\r\n{c}\r\n".encode() for c in command]
+    return b"".join(parts)
+
+
+def redis(port: int, *command: str, password: str | None = None) -> bytes:
+    """One RESP command to the store on loopback (after AUTH with `password`); the raw
+    reply."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        parts = [f"*{len(command)}\r\n".encode()]
-        parts += [f"${len(c)}\r\n{c}\r\n".encode() for c in command]
-        s.sendall(b"".join(parts))
+        if password is not None:
+            s.sendall(_resp(("AUTH", password)))
+            assert s.recv(4096) == b"+OK\r\n"
+        s.sendall(_resp(command))
         return s.recv(4096)
 
 
@@ -77,10 +85,11 @@ def test_the_controller_starts_redis_first_and_restarts_it(tmp_path: Path) -> No
         services=[store],
         gateway_spec=LaunchSpec([sys.executable, "-c", "import time; time.sleep(120)"]),
     )
+    # With the password the store wants (the state dir's kv_store_password).
+    password = (tmp_path / "kv_store_password").read_text().strip()
+    url = f"redis://:{password}@127.0.0.1:{port}"
     for runner in controller.supervisors:
-        assert (
-            cast(Supervisor, runner).spec.env["LMCACHE_REMOTE_URL"] == f"redis://127.0.0.1:{port}"
-        )
+        assert cast(Supervisor, runner).spec.env["LMCACHE_REMOTE_URL"] == url
     # The replicas and the gateway are not started here: only the order and the store matter.
     controller.supervisors = []
     status = controller.state.services[0]
@@ -95,14 +104,16 @@ def test_the_controller_starts_redis_first_and_restarts_it(tmp_path: Path) -> No
             # The gateway (and the replicas with it) started only once the store was ready.
             assert status.state is ReplicaState.READY and status.ready_at is not None
             assert gateway.started_at is not None and gateway.started_at >= status.ready_at
-            assert redis(port, "PING") == b"+PONG\r\n"
-            assert str(int(0.25 * 2**30)).encode() in redis(port, "CONFIG", "GET", "maxmemory")
-            assert redis(port, "SET", "k", "v") == b"+OK\r\n"
+            assert redis(port, "PING").startswith(b"-NOAUTH")
+            assert redis(port, "PING", password=password) == b"+PONG\r\n"
+            maxmemory = redis(port, "CONFIG", "GET", "maxmemory", password=password)
+            assert str(int(0.25 * 2**30)).encode() in maxmemory
+            assert redis(port, "SET", "k", "v", password=password) == b"+OK\r\n"
             # Killed, it comes back on the same port (empty: it is a cache, not a database).
             assert status.pid is not None
             os.kill(status.pid, signal.SIGKILL)
             await until(lambda: status.restarts == 1 and status.state is ReplicaState.READY, 30)
-            assert redis(port, "GET", "k") == b"$-1\r\n"
+            assert redis(port, "GET", "k", password=password) == b"$-1\r\n"
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)

@@ -28,8 +28,13 @@ class ParallelSpec(Strict):
 class ModelSpec(Strict):
     name: str = Field(
         min_length=1,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
-        description="Model name clients send in the `model` field.",
+        # Segments separated by single slashes, each starting with a letter or digit: no
+        # `..`, no leading or doubled slash, so a name used in a file name (its replicas' log
+        # files) stays inside its folder.
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*(/[A-Za-z0-9][A-Za-z0-9._:-]*)*$",
+        max_length=200,
+        description="Model name clients send in the `model` field: letters, digits, `._:-`, "
+        "and `/` between parts (e.g. org/model); no `..` part.",
     )
     source: str = Field(
         BUNDLED,

@@ -9,7 +9,7 @@ own shared store: `shared_store_launch` and `container_store` give its command.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from deepfleet.config.kvcache import KvCacheSpec
@@ -76,6 +76,22 @@ def shared_store_launch(
         argv += ["--maxmemory", f"{int(remote.max_gib * (1 << 30))}",
                  "--maxmemory-policy", "allkeys-lru"]  # fmt: skip
     return argv
+
+
+def with_password(url: str, password: str) -> str:
+    """redis://host:port -> redis://:PASSWORD@host:port (Redis AUTH with the default user)."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://:{password}@{rest}"
+
+
+def store_url(spec: KvCacheSpec, password: Callable[[], str]) -> str | None:
+    """Where the engines reach the fleet's own Redis store, with its password (asked of
+    `password` only then); None when the fleet runs no Redis store of its own (the config's
+    address is used as is)."""
+    remote = spec.remote
+    if shared_store_launch(spec) is None or remote is None or remote.kind != "redis":
+        return None
+    return with_password(remote.address, password())
 
 
 def container_store(spec: KvCacheSpec, host: str) -> tuple[list[str], str] | None:

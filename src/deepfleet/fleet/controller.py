@@ -20,7 +20,13 @@ from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
 from deepfleet.config.schema import FleetConfig, ModelSpec
 from deepfleet.engines import ReplicaPlan, get_adapter
 from deepfleet.engines.base import LaunchSpec
-from deepfleet.engines.offload import offload_plans
+from deepfleet.engines.offload import offload_plans, store_url
+from deepfleet.fleet.files import (
+    atomic_write,
+    kv_store_password,
+    log_file,
+    private_dir,
+)
 from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.launcher import Launcher, LocalLauncher, ReplicaRunner
 from deepfleet.fleet.state import (
@@ -43,18 +49,16 @@ def write_gateway_settings(cfg: FleetConfig, state_dir: Path) -> Path:
     """The gateway's section of the config, with the keys database resolved, for the gateway
     process to read at start."""
     spec = cfg.gateway.model_copy(update={"keys_db": keys_db_path(cfg, state_dir)})
-    path = state_dir / GATEWAY_SETTINGS
-    path.write_text(spec.model_dump_json(indent=1))
+    path = private_dir(state_dir) / GATEWAY_SETTINGS
+    atomic_write(path, spec.model_dump_json(indent=1))  # 0600: it holds the metrics token
     return path
 
 
 def write_kv_routing(spec: KvRoutingSpec, state_dir: Path) -> Path:
     """fleet.yaml's `kv_cache.routing` for the gateway's routing context, written atomically
     (a worker that starts meanwhile reads the old file or the new one, never half of one)."""
-    path = state_dir / KV_ROUTING_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(spec.model_dump_json(indent=1))
-    os.replace(tmp, path)
+    path = private_dir(state_dir) / KV_ROUTING_FILE
+    atomic_write(path, spec.model_dump_json(indent=1))
     return path
 
 
@@ -120,12 +124,13 @@ class Controller:
     ) -> None:
         self.cfg = cfg
         self.state_path = state_dir / STATE_FILE
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)
         write_kv_routing(cfg.kv_cache.routing, state_dir)  # before the gateway starts
-        plans, self.notes = offload_plans(plans, cfg.kv_cache)
+        plans, self.notes = offload_plans(
+            plans, cfg.kv_cache, store_url(cfg.kv_cache, lambda: kv_store_password(state_dir))
+        )
         for note in self.notes:
             log.warning("%s", note)
-        logs = state_dir / "logs"
         gw_url = local_url(cfg.gateway.host, cfg.gateway.port)
         self.launcher: Launcher = launcher or LocalLauncher()
         self._node_poll_s = node_poll_s
@@ -143,7 +148,7 @@ class Controller:
                 model=plan.model.name,
                 engine=plan.model.engine,
                 url=plan.url if plan.port else "",
-                log=str(logs / f"{plan.replica_id}.log"),
+                log=str(log_file(state_dir, plan.replica_id)),
                 kv_events_port=plan.kv_events_port,
                 devices=list(plan.devices),
             )
@@ -154,7 +159,7 @@ class Controller:
             model="*",
             engine="gateway",
             url=gw_url,
-            log=str(logs / "gateway.log"),
+            log=str(log_file(state_dir, "gateway")),
         )
         self.state.gateway = gw_status
         gw_policy = SupervisorPolicy(startup_timeout_s=60, stop_grace_s=policy.stop_grace_s)
@@ -186,15 +191,28 @@ class Controller:
         ]
         self._listeners: list[Callable[[FleetState], None]] = []
         self._changed = asyncio.Event()  # set on every publish
+        self.publish_failures = 0  # state writes that failed (e.g. a full disk)
 
     def subscribe(self, listener: Callable[[FleetState], None]) -> None:
         self._listeners.append(listener)
 
     def publish(self) -> None:
+        """Best-effort: a state file that cannot be written (a full disk) is logged and
+        counted, never raised, so supervising and stopping go on; the next change writes the
+        whole state again."""
         self._changed.set()
-        write_state(self.state_path, self.state)
+        try:
+            write_state(self.state_path, self.state)
+        except OSError as exc:
+            self.publish_failures += 1
+            log.warning(
+                "could not write %s (%s); retrying on the next change", self.state_path, exc
+            )
         for listener in self._listeners:
-            listener(self.state)
+            try:
+                listener(self.state)
+            except Exception:
+                log.exception("a state listener failed")
 
     async def _watch_nodes(self) -> None:
         """Keep the cluster's nodes in the state (nothing to do for a launcher without nodes)."""
@@ -235,9 +253,10 @@ class Controller:
             self.state.stopping = True
             self.publish()
             nodes.cancel()
-            await asyncio.gather(*(s.stop() for s in self.services))
-            await self.gateway.stop()
-            await asyncio.gather(*(s.stop() for s in self.supervisors))
+            # return_exceptions: one runner failing to stop does not leave the others running.
+            await asyncio.gather(*(s.stop() for s in self.services), return_exceptions=True)
+            await asyncio.gather(self.gateway.stop(), return_exceptions=True)
+            await asyncio.gather(*(s.stop() for s in self.supervisors), return_exceptions=True)
             for t in [*tasks, nodes]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t

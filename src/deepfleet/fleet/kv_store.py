@@ -6,6 +6,12 @@ connector uses as its remote tier, and supervises it beside the gateway like the
       offload: lmcache
       cpu_gib: 64
       remote: {kind: lmcache, host: 10.0.0.1, port: 65432}   # or {kind: redis, max_gib: 200}
+
+It listens on `remote.host` only (loopback by default). Redis wants a password: generated
+into the state dir's kv_store_password (0600) and given to redis-server in a 0600 config file
+(kv_store.conf, not on the command line, where every local user could read it); the engines get
+redis://:PASSWORD@host:port. The LMCache server has no authentication: keep it on loopback or a
+private network.
 """
 
 from __future__ import annotations
@@ -20,6 +26,13 @@ from deepfleet.engines.base import LaunchSpec, ReplicaPlan
 from deepfleet.engines.offload import shared_store_launch
 from deepfleet.engines.registry import get_adapter
 from deepfleet.fleet.controller import Service
+from deepfleet.fleet.files import (
+    KV_STORE_CONF,
+    atomic_write,
+    kv_store_password,
+    log_file,
+    private_dir,
+)
 from deepfleet.fleet.ports import port_in_use
 from deepfleet.fleet.state import ReplicaStatus
 from deepfleet.fleet.supervisor import SupervisorPolicy
@@ -68,7 +81,16 @@ def kv_store_service(cfg: FleetConfig, state_dir: Path, plans: list[ReplicaPlan]
         model="*",
         engine=f"{remote.kind}-store",
         url=remote.address,
-        log=str(state_dir / "logs" / f"{SERVICE_ID}.log"),
+        log=str(log_file(state_dir, SERVICE_ID)),
     )
+    if remote.kind == "redis":
+        argv = [argv[0], str(redis_conf(state_dir)), *argv[1:]]
     probe = f"tcp://{reachable_host(remote.host)}:{remote.port}"
     return Service(status, LaunchSpec(argv=argv), probe, policy=STORE_POLICY, before_replicas=True)
+
+
+def redis_conf(state_dir: Path) -> Path:
+    """redis-server's config file (its first argument): the password, 0600."""
+    path = private_dir(state_dir) / KV_STORE_CONF
+    atomic_write(path, f"requirepass {kv_store_password(state_dir)}\n")
+    return path

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from deepfleet.engines.base import LaunchSpec
+from deepfleet.fleet.environ import child_environ
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -58,7 +59,7 @@ class ManagedProcess:
 
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.spec.env}
+        env = child_environ(self.spec.env)  # an allowlist: no secrets of the controller
         with self.log_path.open("ab") as log:
             log.write(
                 f"\n=== {time.strftime('%F %T')} start: {' '.join(self.spec.argv)}\n".encode()

@@ -1,7 +1,8 @@
 """The fleet state file: what the controller knows, read by the gateway and `deepfleet status`.
 
-Written atomically (temp file + rename) on every change, so a reader never sees half a file
-and a crash leaves the last good state behind.
+Written atomically (fleet.files.atomic_write: fsynced temp file, rename, fsynced folder) and
+private (0600) on every change, so a reader never sees half a file and a crash or a full disk
+leaves the last good state behind.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from deepfleet.fleet.files import atomic_write
 
 STATE_FILE = "fleet.json"
 
@@ -120,10 +123,9 @@ def _status(data: dict[str, Any]) -> ReplicaStatus:
 
 
 def write_state(path: Path, state: FleetState) -> None:
+    """Replace the state file; raises OSError (e.g. a full disk) with the old file intact."""
     state.updated_at = time.time()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state.to_json(), indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state.to_json(), indent=1))
 
 
 def read_state(path: Path) -> FleetState | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from typing import Any
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet.process import ManagedProcess
 from deepfleet.fleet.state import ReplicaState, ReplicaStatus
+
+log = logging.getLogger(__name__)
 
 Probe = Callable[[str], Awaitable[bool]]
 Spawner = Callable[[LaunchSpec, Path], ManagedProcess]
@@ -59,7 +62,12 @@ class Supervisor:
         self.status.state = state
         for k, v in fields.items():
             setattr(self.status, k, v)
-        self._on_change()
+        # Publishing is best-effort: a failing listener (a full disk) must not stop the
+        # supervision, nor the kill in stop().
+        try:
+            self._on_change()
+        except Exception:
+            log.exception("publishing %s's state failed", self.status.replica_id)
 
     async def run(self) -> None:
         """Keep the process up until stop() is called."""
@@ -148,5 +156,7 @@ class Supervisor:
         """Stop supervising and stop the process (SIGTERM, then SIGKILL after the grace)."""
         self._stop.set()
         if self._proc is not None and self._proc.returncode is None:
-            self._set(ReplicaState.STOPPING)
-            await self._proc.stop(self._policy.stop_grace_s)
+            try:
+                self._set(ReplicaState.STOPPING)
+            finally:
+                await self._proc.stop(self._policy.stop_grace_s)

@@ -19,6 +19,7 @@ from deepfleet.config.schema import FleetConfig
 from deepfleet.config.ui import UiSpec
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet.controller import Service, keys_db_path, local_url
+from deepfleet.fleet.files import log_file
 from deepfleet.fleet.ports import port_in_use
 from deepfleet.fleet.state import ReplicaStatus
 from deepfleet.net import is_loopback
@@ -120,6 +121,17 @@ def webui_settings(cfg: FleetConfig, gateway_url: str) -> dict[str, str]:
     return {**env, **spec.env}
 
 
+def check_login(spec: UiSpec, env: dict[str, str]) -> None:
+    """Login off (WEBUI_AUTH false) only on a loopback host, checked on the merged
+    environment: `ui.env` must not turn off what `single_user` may not."""
+    auth = env.get("WEBUI_AUTH", "true").strip().lower()
+    if auth not in ("true", "1", "yes", "on") and not is_loopback(spec.host):
+        raise UiSetupError(
+            f"ui.env: WEBUI_AUTH={env['WEBUI_AUTH']!r} turns login off, so it needs a loopback "
+            f"`ui.host` (got {spec.host!r}); remove WEBUI_AUTH from ui.env or use 127.0.0.1"
+        )
+
+
 def ui_url(spec: UiSpec) -> str:
     return local_url(spec.host, spec.port)
 
@@ -146,13 +158,14 @@ def ui_service(cfg: FleetConfig, state_dir: Path, gateway_url: str) -> Service:
     if is_loopback(spec.host):
         env["CORS_ALLOW_ORIGIN"] = f"http://127.0.0.1:{spec.port};http://localhost:{spec.port}"
     env.update(settings)
+    check_login(spec, env)
     url = ui_url(spec)
     status = ReplicaStatus(
         replica_id=SERVICE_ID,
         model="*",
         engine=SERVICE_ID,
         url=url,
-        log=str(state_dir / "logs" / f"{SERVICE_ID}.log"),
+        log=str(log_file(state_dir, SERVICE_ID)),
     )
     argv = [exe, "serve", "--host", spec.host, "--port", str(spec.port)]
     # cwd: Open-WebUI writes stray files (e.g. a secret key) into its working directory.
