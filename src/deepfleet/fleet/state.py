@@ -8,7 +8,6 @@ leaves the last good state behind.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum

@@ -80,9 +80,9 @@ def cluster_findings(cfg: FleetConfig, state_dir: Path, exp: Expectations) -> li
     from deepfleet.fleet.ray.connect import cluster_address, connect
 
     connect(cfg, state_dir)
+    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    import ray
     from deepfleet.fleet.ray.nodes import node_table
 
     try:

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 from ray.util.placement_group import (
     placement_group,
@@ -26,7 +27,6 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-import ray
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines import ReplicaPlan
 from deepfleet.fleet.ray.actor import EngineHost

@@ -25,10 +25,9 @@ SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 def main() -> None:
+    import ray
     import ray.util
     import vllm.engine.arg_utils as arg_utils
-
-    import ray
 
     ray.init(
         address=os.environ.get("RAY_ADDRESS", "auto"),
