@@ -95,7 +95,7 @@ class Pool:
     ) -> None:
         self.layout, self.replicas = layout, layout.dp
         self.devices = layout.devices_per_replica
-        self._m, self._fmt, self._cluster = model, fmt, cluster
+        self.model, self._fmt, self._cluster = model, fmt, cluster
         self._par = Parallelism(layout.tp, layout.pp, layout.attn_dp, layout.ep)
         self._net = Network(cluster.devices_per_node, cluster.network_bandwidth)
         self._flops_token = 2.0 * count_params(model).active
@@ -111,7 +111,14 @@ class Pool:
         key = (max(1, math.ceil(batch)), context)
         if key not in self._steps:
             est = decode_estimate(
-                self._m, self._fmt, self._cluster.device, self._par, key[0], context, 2, self._net
+                self.model,
+                self._fmt,
+                self._cluster.device,
+                self._par,
+                key[0],
+                context,
+                2,
+                self._net,
             )
             self._steps[key] = est.step_s / DECODE_EFFICIENCY
         return self._steps[key]
@@ -170,7 +177,7 @@ def aggregated_at(pool: Pool, work: Workload, rate: float) -> Operating:
 def pd_at(prefill: Pool, decode: Pool, work: Workload, rate: float, link: float) -> Operating:
     rp, rd = rate / prefill.replicas, rate / decode.replicas
     itl, batch = _decode(decode, rd, work, 1.0)
-    m = prefill._m
+    m = prefill.model
     services = [
         (
             c.share,

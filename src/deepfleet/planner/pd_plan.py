@@ -195,7 +195,7 @@ def _choose(
     if agg is None or agg.goodput == 0:
         return pd, f"P/D: aggregated meets no rate at these targets; P/D {_describe(pd.best)}"
     gain = pd.goodput / agg.goodput
-    if agg is not None and pd.goodput <= agg.goodput * PD_MARGIN:
+    if pd.goodput <= agg.goodput * PD_MARGIN:
         return agg, (
             f"aggregated: prefill is {agg.prefill_share:.0%} of the work; aggregated "
             f"{_describe(agg.best)} vs P/D {_describe(pd.best)} ({gain:.2f}x), and P/D adds "
@@ -204,12 +204,12 @@ def _choose(
         )
     return pd, (
         f"P/D: {gain:.1f}x goodput; P/D {_describe(pd.best)} vs aggregated "
-        f"{_describe(agg.best)}, limited by {agg_limit(agg, work)}; KV transfer "
+        f"{_describe(agg.best)}, limited by {_agg_limit(agg, work)}; KV transfer "
         f"{pd.transfer_bytes / 1e6:.0f} MB, {pd.transfer_s * 1e3:.1f} ms per request"
     )
 
 
-def agg_limit(agg: Option, work: Workload) -> str:
+def _agg_limit(agg: Option, work: Workload) -> str:
     """What stops the aggregated layout just above its goodput."""
     return (
         "prefill interrupting decode steps" if agg.best.itl_p90_s > 0.8 * work.itl_s else ("TTFT")
