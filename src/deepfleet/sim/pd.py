@@ -116,10 +116,15 @@ def simulate(
     link_bandwidth: float = 25e9,
     kv_bytes_per_token: int = 0,
     duration_s: float = 60.0,
+    warmup_s: float = 0.0,
     seed: int = 0,
     label: str = "",
 ) -> SimResult:
-    """Run `duration_s` of Poisson arrivals at `rate` req/s to completion, on virtual time."""
+    """Run `duration_s` of Poisson arrivals at `rate` req/s to completion, on virtual time.
+
+    Only requests arriving after `warmup_s` are counted: a 256-token answer decodes for
+    about 10 s, so the fleet reaches its steady batch only after that long.
+    """
     rng = random.Random(seed)
     reqs: list[SimRequest] = []
     t = 0.0
@@ -188,7 +193,8 @@ def simulate(
                         events, (links[i] + TRANSFER_LATENCY_S, next(seq), "transfer", r)
                     )
             kick(e, now)
-    return _result(work, rate, reqs, duration_s, label)
+    counted = [r for r in reqs if r.arrival >= warmup_s]
+    return _result(work, rate, counted, duration_s - warmup_s, label)
 
 
 def _result(
