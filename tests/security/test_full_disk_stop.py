@@ -16,7 +16,7 @@ from deepfleet.config import FleetConfig
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet import controller as controller_module
 from deepfleet.fleet.controller import Controller
-from deepfleet.fleet.state import pid_alive
+from deepfleet.fleet.process import pid_alive
 
 SLEEPER = LaunchSpec([sys.executable, "-c", "import time; time.sleep(120)"])
 
