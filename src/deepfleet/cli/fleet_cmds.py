@@ -26,6 +26,7 @@ from deepfleet.cli.common import (
 )
 from deepfleet.cli.live import StatusPrinter, fleet_table, nodes_table, state_json
 from deepfleet.cli.models_cmds import prepare_bundled
+from deepfleet.cli.weights_cmd import pull_fleet_weights
 from deepfleet.config import FleetConfig
 from deepfleet.fleet.controller import Controller, FleetAlreadyRunning, acquire_lock
 from deepfleet.fleet.kv_store import KvStoreError, kv_store_service
@@ -235,6 +236,7 @@ def register(app: typer.Typer) -> None:
         if port is not None:
             cfg.gateway.port = port
         cfg.ui.enabled = cfg.ui.enabled or ui
+        cfg = pull_fleet_weights(cfg)
         sdir = resolve_state_dir(cfg, state_dir)
         if detach:
             argv = [

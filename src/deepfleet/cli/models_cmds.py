@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from deepfleet.catalog import bundled
+from deepfleet.cli import weights_cmd
 from deepfleet.cli.common import console, fail, out
 
 
@@ -48,4 +49,5 @@ def register(app: typer.Typer) -> None:
         model = prepare_bundled(force)
         out.print(str(Path(model.path)))
 
+    weights_cmd.register(models_app)
     app.add_typer(models_app, name="models")
