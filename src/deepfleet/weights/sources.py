@@ -1,8 +1,9 @@
 """A model's `source` string, parsed into a typed Source.
 
 Accepted forms: `bundled`; `hf://org/name[@revision]`; `modelscope://org/name[@revision]`;
-a local folder (absolute, `./`, `../` or `~/`); a bare hub id `org/name` (the engine fetches it
-itself, deepfleet does not pull it). Parsing is pure: no file system or network access.
+a local folder (absolute, `./`, `../` or `~/`); a bare hub id `org/name` or catalog name (the
+engine fetches it itself, deepfleet does not pull it). Parsing is pure: no file system or network
+access.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Literal
 SourceKind = Literal["bundled", "hf", "modelscope", "local", "hub_id"]
 SCHEMES: dict[str, SourceKind] = {"hf://": "hf", "modelscope://": "modelscope"}
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a catalog name such as DeepSeek-R1
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 
@@ -68,7 +70,7 @@ def parse_source(text: str) -> Source:
         )
     if s.startswith(("/", "./", "../", "~")):
         return Source("local", path=Path(s).expanduser())
-    if _REPO.match(s):
+    if _REPO.match(s) or _NAME.match(s):
         return Source("hub_id", repo=s)
     raise SourceError(
         f"{s!r}: expected `bundled`, hf://org/name[@revision], modelscope://org/name[@revision], "
