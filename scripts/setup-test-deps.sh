@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the end-to-end tests need beyond the project venv: Debian packages (Prometheus, the
-# linter shellcheck, Chromium, Redis as the fleet's shared KV store) and the Open-WebUI venv.
+# linter shellcheck, Chromium, Redis as the fleet's shared KV store, nginx for the loopback hub)
+# and the Open-WebUI, olah and SGLang-parser environments.
 # Idempotent; run by `make test`.
 # Without root (or apt) the Debian part is skipped with a note, and the tests that need those
 # tools skip with a reason that names this script.
@@ -11,6 +12,8 @@ command -v prometheus >/dev/null || need+=(prometheus)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v chromium >/dev/null || need+=(chromium)
 command -v redis-server >/dev/null || need+=(redis-server)
+# nginx: serves the loopback hub's LFS files with Range requests (tests/weights).
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 if ((${#need[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "setup-test-deps: installing ${need[*]}" >&2
@@ -27,6 +30,8 @@ if [[ ! -f .cache/sglang/.done ]]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --target .cache/sglang \
     sglang==0.5.23 orjson==3.13.0 ipython==9.19.1 traitlets==5.16.1 && touch .cache/sglang/.done
 fi
+# The loopback Hugging Face hub (olah in its own venv) of tests/weights.
+scripts/setup-olah.sh
 if [[ -x scripts/setup-webui.sh ]]; then
   scripts/setup-webui.sh
 fi

@@ -20,6 +20,7 @@ from deepfleet.cli.common import (
 )
 from deepfleet.cli.live import fleet_table, nodes_table, state_json
 from deepfleet.cli.progress import Progress, print_ready
+from deepfleet.cli.weights_cmd import pull_fleet_weights
 from deepfleet.config import FleetConfig
 from deepfleet.fleet import lifecycle
 from deepfleet.fleet.kv_store import KvStoreError
@@ -78,6 +79,7 @@ def up(
     if port is not None:
         cfg.gateway.port = port
     cfg.ui.enabled = cfg.ui.enabled or ui
+    cfg = pull_fleet_weights(cfg)
     sdir = resolve_state_dir(cfg, state_dir)
     if not detach:
         _foreground(cfg, sdir)

@@ -14,6 +14,7 @@ from deepfleet.config.engines import ENGINE_NAMES, EngineName
 from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.config.routing import POLICY_NAMES
 from deepfleet.config.ui import UiSpec
+from deepfleet.weights.sources import Source, SourceError, parse_source
 
 BUNDLED = "bundled"
 
@@ -38,8 +39,10 @@ class ModelSpec(Strict):
     )
     source: str = Field(
         BUNDLED,
-        description="`bundled` (the demo model), a local folder holding config.json, or a hub id "
-        "such as deepseek-ai/DeepSeek-R1.",
+        description="`bundled` (the demo model), a local folder holding config.json, "
+        "hf://org/name[@revision] or modelscope://org/name[@revision] (pulled into the cache by "
+        "`deepfleet models pull` and `up`), or a bare hub id such as deepseek-ai/DeepSeek-R1 "
+        "or catalog name (fetched by the engine itself).",
     )
     engine: EngineName = Field(
         "vllm-cpu",
@@ -90,6 +93,16 @@ class ModelSpec(Strict):
             raise ValueError(f"unknown routing policy; known: {', '.join(POLICY_NAMES)}")
         return v
 
+    @field_validator("source")
+    @classmethod
+    def _valid_source(cls, v: str) -> str:
+        try:
+            parse_source(v)
+        except SourceError as exc:
+            if not Path(v).expanduser().exists():  # a relative folder such as `models/x`
+                raise ValueError(str(exc)) from None
+        return v
+
     @field_validator("replicas")
     @classmethod
     def _positive_replicas(cls, v: int | str) -> int | str:
@@ -106,6 +119,15 @@ class ModelSpec(Strict):
         """A source that names a folder on disk (absolute, ./, ../ or ~/), not a hub id."""
         s = self.source
         return s.startswith(("/", "./", "../", "~")) or Path(s).expanduser().exists()
+
+    @property
+    def weights_source(self) -> Source | None:
+        """The parsed source when deepfleet pulls it (hf://, modelscope://), else None."""
+        try:
+            parsed = parse_source(self.source)
+        except SourceError:
+            return None
+        return parsed if parsed.pullable else None
 
 
 class AdmissionSpec(Strict):
