@@ -32,7 +32,7 @@ from deepfleet.deploy.k8s_ray import METRICS_PORT
 from deepfleet.deploy.multihost import render_nodes
 from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment
 from deepfleet.deploy.texts import compose_readme, dockerfile
-from deepfleet.engines.offload import container_store
+from deepfleet.engines.offload import container_store, with_password
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus
 from deepfleet.net import is_loopback
 
@@ -49,12 +49,6 @@ METRICS_TOKEN_FILE = f"{SECRETS_DIR}/metrics_token"
 def _required(var: str) -> str:
     """A compose variable that must be set (by .env: run compose from the bundle's folder)."""
     return f"${{{var}:?set in .env; run docker compose from the bundle folder}}"
-
-
-def with_password(url: str, password: str) -> str:
-    """redis://host:port -> redis://:PASSWORD@host:port (Redis AUTH with the default user)."""
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://:{password}@{rest}"
 
 
 def engine_service(m: ModelDeployment, replica: int) -> str:
