@@ -80,7 +80,10 @@ async def test_replay_fills_a_gap(vllm_events: Any) -> None:
             # Batches 0 and 1 go out before the subscriber is bound: lost.
             publisher.publish(batch(vllm_events, 0))
             publisher.publish(batch(vllm_events, 1))
-            await asyncio.sleep(0.3)
+            # vLLM's publisher thread sends from a queue: wait until both went out (into its
+            # replay buffer) before the subscriber binds, or a slow thread on a loaded box
+            # sends them after the subscription and there is no gap to fill.
+            await until(lambda: len(publisher._buffer) == 2)
             subscriber.set_publishers(
                 [Publisher("r", f"tcp://127.0.0.1:{events_port}", f"http://127.0.0.1:{http_port}")]
             )
