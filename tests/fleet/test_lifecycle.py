@@ -111,7 +111,8 @@ def test_one_controller_per_state_dir(tmp_path: Path) -> None:
         fleet_lock(tmp_path),
         pytest.raises(
             FleetAlreadyRunning,
-            match=r"already running from .* \(pid 4242\); stop it with `deepfleet down`",
+            match=r"already running from .* \(pid 4242\); change it with "
+            r"`deepfleet apply -f FILE`, or stop it with `deepfleet down`",
         ),
         fleet_lock(tmp_path),
     ):

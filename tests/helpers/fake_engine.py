@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -17,6 +18,7 @@ class EngineControl:
     delay_s: float = 0.0
     requests: int = 0
     cancelled: int = 0
+    running: int = 0  # generation requests in flight, reported on /metrics as vLLM does
     bodies: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -112,7 +114,24 @@ def make_app(ctl: EngineControl, name: str) -> web.Application:
             raise
         return resp
 
-    app = web.Application()
+    @web.middleware
+    async def count_running(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        ctl.running += 1
+        try:
+            return await handler(request)
+        finally:
+            ctl.running -= 1
+
+    async def metrics(request: web.Request) -> web.Response:
+        text = f"vllm:num_requests_running {ctl.running}\nvllm:num_requests_waiting 0\n"
+        return web.Response(text=text)
+
+    app = web.Application(middlewares=[count_running])
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
     app.router.add_post("/v1/chat/completions", generate)
     app.router.add_post("/v1/completions", generate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
@@ -67,7 +68,9 @@ def fleet_table(state: FleetState) -> Table:
             r.replica_id,
             r.model,
             r.engine,
-            f"[{color}]{r.state.value}[/]" + (f" ({r.detail})" if r.detail else ""),
+            f"[{color}]{r.state.value}[/]"
+            + (" [yellow]draining[/]" if r.draining else "")
+            + (f" ({r.detail})" if r.detail else ""),
             r.url,
             str(r.pid or "-"),
             _uptime(r),
@@ -124,6 +127,9 @@ def _replica_json(r: ReplicaStatus) -> dict[str, Any]:
         "load": r.load,
         "detail": r.detail,
         "devices": r.devices,
+        "draining": r.draining,
+        "generation": r.generation,
+        "engine_args": r.engine_args,
     }
 
 
@@ -153,4 +159,5 @@ def state_json(state: FleetState | None) -> dict[str, Any]:
         "cluster": state.cluster,
         "nodes": [_node_json(n) for n in state.nodes],
         "updated_at": state.updated_at,
+        "apply": asdict(state.apply) if state.apply else None,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from deepfleet.cli import (
+    apply_cmd,
     bench_cmd,
     chat_cmd,
     config_cmds,
@@ -31,6 +32,7 @@ app = typer.Typer(
 # Each module exposes register(app). Add new command modules to this tuple.
 for _module in (
     fleet_cmds,
+    apply_cmd,
     config_cmds,
     models_cmds,
     chat_cmd,

@@ -43,6 +43,7 @@ from deepfleet.net import reachable_host
 log = logging.getLogger(__name__)
 GATEWAY_SETTINGS = "gateway.json"
 KEYS_DB = "keys.db"
+APPLIED_FILE = "applied.json"
 
 
 def write_gateway_settings(cfg: FleetConfig, state_dir: Path) -> Path:
@@ -60,6 +61,21 @@ def write_kv_routing(spec: KvRoutingSpec, state_dir: Path) -> Path:
     path = private_dir(state_dir) / KV_ROUTING_FILE
     atomic_write(path, spec.model_dump_json(indent=1))
     return path
+
+
+def write_applied(cfg: FleetConfig, state_dir: Path) -> Path:
+    """The config the fleet runs, for `deepfleet apply` to compare a new one with (0600)."""
+    path = private_dir(state_dir) / APPLIED_FILE
+    atomic_write(path, cfg.model_dump_json(indent=1))
+    return path
+
+
+def read_applied(state_dir: Path) -> FleetConfig | None:
+    """The config the running fleet runs; None when there is none or it cannot be read."""
+    try:
+        return FleetConfig.model_validate_json((state_dir / APPLIED_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 def keys_db_path(cfg: FleetConfig, state_dir: Path) -> Path:
@@ -123,14 +139,13 @@ class Controller:
         node_poll_s: float = 2.0,
     ) -> None:
         self.cfg = cfg
+        self.state_dir = state_dir
         self.state_path = state_dir / STATE_FILE
         private_dir(state_dir)
         write_kv_routing(cfg.kv_cache.routing, state_dir)  # before the gateway starts
-        plans, self.notes = offload_plans(
-            plans, cfg.kv_cache, store_url(cfg.kv_cache, lambda: kv_store_password(state_dir))
-        )
-        for note in self.notes:
-            log.warning("%s", note)
+        write_applied(cfg, state_dir)
+        self.notes: list[str] = []
+        plans = self.prepare(plans)
         gw_url = local_url(cfg.gateway.host, cfg.gateway.port)
         self.launcher: Launcher = launcher or LocalLauncher()
         self._node_poll_s = node_poll_s
@@ -141,19 +156,14 @@ class Controller:
             cluster=self.launcher.name,
         )
         self._probe = HttpProbe()
+        self.policy = policy
         self.supervisors: list[ReplicaRunner] = []
+        self.plans: dict[str, ReplicaPlan] = {}  # replica id -> its plan
+        self._runners: dict[str, ReplicaRunner] = {}
+        self._tasks: dict[str, asyncio.Future[None]] = {}  # replica id -> its runner's run()
+        self._running = False
         for plan in plans:
-            status = ReplicaStatus(
-                replica_id=plan.replica_id,
-                model=plan.model.name,
-                engine=plan.model.engine,
-                url=plan.url if plan.port else "",
-                log=str(log_file(state_dir, plan.replica_id)),
-                kv_events_port=plan.kv_events_port,
-                devices=list(plan.devices),
-            )
-            self.state.replicas.append(status)
-            self.supervisors.append(self.launcher.runner(plan, status, self.publish, policy))
+            self.add_replica(plan)
         gw_status = ReplicaStatus(
             replica_id="gateway",
             model="*",
@@ -162,7 +172,10 @@ class Controller:
             log=str(log_file(state_dir, "gateway")),
         )
         self.state.gateway = gw_status
-        gw_policy = SupervisorPolicy(startup_timeout_s=60, stop_grace_s=policy.stop_grace_s)
+        # Stopping, the gateway lets its requests finish for drain_grace_s (uvicorn's graceful
+        # shutdown) before the engines stop: SIGKILL only after that.
+        gw_grace = max(policy.stop_grace_s, cfg.gateway.drain_grace_s + 5)
+        gw_policy = SupervisorPolicy(startup_timeout_s=60, stop_grace_s=gw_grace)
         self.gateway = Supervisor(
             gw_status,
             gateway_spec or gateway_launch(cfg, state_dir),
@@ -192,6 +205,63 @@ class Controller:
         self._listeners: list[Callable[[FleetState], None]] = []
         self._changed = asyncio.Event()  # set on every publish
         self.publish_failures = 0  # state writes that failed (e.g. a full disk)
+
+    def prepare(self, plans: list[ReplicaPlan]) -> list[ReplicaPlan]:
+        """What the fleet adds to every replica's plan: the KV offloading arguments."""
+        state_dir = self.state_dir
+        plans, notes = offload_plans(
+            plans,
+            self.cfg.kv_cache,
+            store_url(self.cfg.kv_cache, lambda: kv_store_password(state_dir)),
+        )
+        for note in notes:
+            if note not in self.notes:
+                self.notes.append(note)
+                log.warning("%s", note)
+        return plans
+
+    def add_replica(self, plan: ReplicaPlan, generation: int = 0) -> ReplicaStatus:
+        """Supervise one more replica (started at once when the fleet runs)."""
+        status = ReplicaStatus(
+            replica_id=plan.replica_id,
+            model=plan.model.name,
+            engine=plan.model.engine,
+            url=plan.url if plan.port else "",
+            log=str(log_file(self.state_dir, plan.replica_id)),
+            kv_events_port=plan.kv_events_port,
+            devices=list(plan.devices),
+            generation=generation,
+            engine_args=dict(plan.model.engine_args),
+        )
+        runner = self.launcher.runner(plan, status, self.publish, self.policy)
+        self.state.replicas.append(status)
+        self.supervisors.append(runner)
+        self.plans[plan.replica_id] = plan
+        self._runners[plan.replica_id] = runner
+        if self._running:
+            self._tasks[plan.replica_id] = asyncio.ensure_future(runner.run())
+            self.publish()
+        return status
+
+    async def remove_replica(self, replica_id: str) -> None:
+        """Stop one replica and forget it (drain it first: deepfleet.fleet.rollout)."""
+        runner = self._runners.pop(replica_id)
+        await asyncio.gather(runner.stop(), return_exceptions=True)
+        task = self._tasks.pop(replica_id, None)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(task, return_exceptions=True)
+        self.supervisors.remove(runner)
+        self.plans.pop(replica_id, None)
+        self.state.replicas = [r for r in self.state.replicas if r.replica_id != replica_id]
+        self.publish()
+
+    async def probe_text(self, url: str) -> str | None:
+        """GET a page of one of the fleet's servers (an engine's /metrics)."""
+        return await self._probe.text(url)
+
+    def replicas_of(self, model: str) -> list[ReplicaStatus]:
+        return [r for r in self.state.replicas if r.model == model]
 
     def subscribe(self, listener: Callable[[FleetState], None]) -> None:
         self._listeners.append(listener)
@@ -242,17 +312,25 @@ class Controller:
         """Run until `stop` is set, then stop the gateway (it drains) and every engine."""
         self.publish()
         first = [sup for sup, _ in self._first]
-        tasks = [asyncio.ensure_future(s.run()) for s in first]
+        tasks: list[asyncio.Future[None]] = [asyncio.ensure_future(s.run()) for s in first]
         nodes = asyncio.ensure_future(self._watch_nodes())
         try:
             await self._wait_first(stop)
-            rest = [s for s in (self.gateway, *self.supervisors, *self.services) if s not in first]
+            rest = [s for s in (self.gateway, *self.services) if s not in first]
             tasks += [asyncio.ensure_future(s.run()) for s in rest]
+            self._tasks = {
+                rid: asyncio.ensure_future(r.run())
+                for rid, r in self._runners.items()
+                if r in self.supervisors  # the list is the truth (tests empty it)
+            }
+            self._running = True
             await stop.wait()
         finally:
+            self._running = False
             self.state.stopping = True
             self.publish()
             nodes.cancel()
+            tasks += self._tasks.values()
             # return_exceptions: one runner failing to stop does not leave the others running.
             await asyncio.gather(*(s.stop() for s in self.services), return_exceptions=True)
             await asyncio.gather(self.gateway.stop(), return_exceptions=True)

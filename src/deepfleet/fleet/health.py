@@ -30,6 +30,16 @@ class HttpProbe:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
 
+    async def text(self, url: str) -> str | None:
+        """The body of a 200 answer to GET `url`; None on any other outcome."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.get(url) as resp:
+                return await resp.text() if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError, UnicodeDecodeError):
+            return None
+
     async def _connects(self, url: str) -> bool:
         parts = urlsplit(url)
         try:

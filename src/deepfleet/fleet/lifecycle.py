@@ -47,12 +47,14 @@ from deepfleet.fleet.readiness import (
     processes_ready,
     wait_ready,
 )
+from deepfleet.fleet.rollout import Applier
 from deepfleet.fleet.state import STATE_FILE, FleetState, read_state
 
 LOCK_FILE = "controller.lock"
 CONTROLLER_LOG = "controller.log"
 DETACHED_ENV = "DEEPFLEET_DETACHED"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+APPLY_SIGNAL = signal.SIGUSR1
 ServiceFactory = Callable[[FleetConfig, Path], Sequence[Service]]
 """Companion services beside the gateway (e.g. deepfleet.ui.ui_services); may raise."""
 
@@ -73,7 +75,8 @@ def fleet_lock(state_dir: Path) -> Iterator[None]:
         prev = read_state(state_dir / STATE_FILE)
         pid = f" (pid {prev.controller_pid})" if prev else ""
         raise FleetAlreadyRunning(
-            f"a fleet is already running from {state_dir}{pid}; stop it with `deepfleet down`"
+            f"a fleet is already running from {state_dir}{pid}; change it with "
+            f"`deepfleet apply -f FILE`, or stop it with `deepfleet down`"
         ) from None
     try:
         yield
@@ -146,9 +149,13 @@ async def serve(
 
     controller.subscribe(on_change)
     announcer = asyncio.ensure_future(_announce(controller, changed, on_event))
+    applier = Applier(controller)  # `deepfleet apply` writes its request, then sends SIGUSR1
+    loop.add_signal_handler(APPLY_SIGNAL, applier.requested)
     try:
         await controller.run(stop)
     finally:
+        loop.remove_signal_handler(APPLY_SIGNAL)
+        await applier.close()
         announcer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await announcer

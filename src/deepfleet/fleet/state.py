@@ -53,6 +53,9 @@ class ReplicaStatus:
     load: float | None = None
     detail: str | None = None  # what a starting replica waits for, e.g. free devices
     devices: list[str] = field(default_factory=list)  # local mode: the accelerators it was given
+    generation: int = 0  # the `deepfleet apply` that started it (0: `up`)
+    draining: bool = False  # the gateway sends it no new requests; it stops once idle
+    engine_args: dict[str, Any] = field(default_factory=dict)  # its model's, as configured
 
     @property
     def uptime_s(self) -> float | None:
@@ -86,6 +89,23 @@ class NodeStatus:
 
 
 @dataclass
+class ApplyStatus:
+    """The last `deepfleet apply` the controller took: its number, what it is doing now, the
+    steps done, and why it failed (None while it runs or once it succeeded)."""
+
+    generation: int
+    phase: str = "planning"  # planning, running, done, failed
+    steps: list[str] = field(default_factory=list)
+    error: str | None = None
+    started_at: float = 0.0
+    finished_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("done", "failed")
+
+
+@dataclass
 class FleetState:
     controller_pid: int
     gateway_url: str
@@ -97,6 +117,7 @@ class FleetState:
     stopping: bool = False
     cluster: str = "local"
     nodes: list[NodeStatus] = field(default_factory=list)
+    apply: ApplyStatus | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +135,7 @@ class FleetState:
             stopping=data.get("stopping", False),
             cluster=data.get("cluster", "local"),
             nodes=[NodeStatus(**n) for n in data.get("nodes", [])],
+            apply=ApplyStatus(**data["apply"]) if data.get("apply") else None,
         )
 
 

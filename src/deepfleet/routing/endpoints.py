@@ -74,7 +74,7 @@ class EndpointTable:
             ej = self._ejected.get(r.replica_id)
             if ej is not None and ej.restarts != r.restarts:
                 del self._ejected[r.replica_id]
-            if r.state is ReplicaState.READY and r.model in models:
+            if r.state is ReplicaState.READY and not r.draining and r.model in models:
                 models[r.model].endpoints.append(Endpoint(r.replica_id, r.model, r.url))
         self.models = models
 
