@@ -9,6 +9,7 @@ its success clears the record, its failure ejects again for longer. A restart of
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from deepfleet.fleet.state import FleetState, ReplicaState
 from deepfleet.routing.base import Endpoint
 from deepfleet.routing.follow import StateFollower
 
+WAIT_POLL_S = 0.05
+
 
 @dataclass
 class ModelEntry:
@@ -26,8 +29,13 @@ class ModelEntry:
     routing: str
     max_model_len: int | None = None
     endpoints: list[Endpoint] = field(default_factory=list)
+    coming: int = 0
+    """Replicas starting, restarting or unhealthy (not draining): ready ones may follow."""
     views: dict[tuple[str, int], Endpoint] = field(default_factory=dict)
     """`ready()`'s endpoints by (replica, in-flight count): immutable, so built once each."""
+
+
+_COMING = frozenset({ReplicaState.STARTING, ReplicaState.RESTARTING, ReplicaState.UNHEALTHY})
 
 
 @dataclass
@@ -74,8 +82,12 @@ class EndpointTable:
             ej = self._ejected.get(r.replica_id)
             if ej is not None and ej.restarts != r.restarts:
                 del self._ejected[r.replica_id]
-            if r.state is ReplicaState.READY and not r.draining and r.model in models:
+            if r.model not in models or r.draining:
+                continue
+            if r.state is ReplicaState.READY:
                 models[r.model].endpoints.append(Endpoint(r.replica_id, r.model, r.url))
+            elif r.state in _COMING:
+                models[r.model].coming += 1
         self.models = models
 
     def ready(self, model: str) -> list[Endpoint]:
@@ -100,6 +112,27 @@ class EndpointTable:
                 view = views[(e.replica_id, n)] = Endpoint(e.replica_id, e.model, e.url, n)
             out.append(view)
         return out
+
+    def may_become_ready(self, model: str) -> bool:
+        """A replica of `model` is starting or restarting, or a ready one is ejected for now:
+        a request may wait for it rather than fail (see `wait_ready`)."""
+        entry = self.models.get(model)
+        return entry is not None and bool(entry.coming or entry.endpoints)
+
+    async def wait_ready(
+        self, model: str, timeout_s: float, gone: Callable[[], bool] = lambda: False
+    ) -> list[Endpoint]:
+        """`ready(model)` once it is not empty; [] after `timeout_s`, when no replica is coming
+        any more, or when `gone()` (the client left). The table itself is refreshed by its
+        owner (the gateway re-reads the state file every 0.2 s)."""
+        deadline = self._clock() + timeout_s
+        while True:
+            endpoints = self.ready(model)
+            if endpoints or gone() or not self.may_become_ready(model):
+                return endpoints
+            if self._clock() >= deadline:
+                return []
+            await asyncio.sleep(WAIT_POLL_S)
 
     def eject(self, replica_id: str) -> float:
         """Record a failure before the first byte; returns the ejection time in seconds."""
