@@ -52,6 +52,7 @@ async def mrig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
     `tokenizer: False` for a fleet state without a tokenizer folder."""
     params = dict(getattr(request, "param", {}))
     tokenizer = params.pop("tokenizer", True)
+    model_limit = params.pop("model_limit", None)
     ctl = Control()
     engines = [MigrationEngine(f"e{i}", FOLDER, ctl) for i in range(3)]
     for e in engines:
@@ -85,7 +86,14 @@ async def mrig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
     state = FleetState(
         controller_pid=1,
         gateway_url=f"http://127.0.0.1:{port}",
-        models=[ModelRoute(MODEL, "round_robin", tokenizer=str(FOLDER) if tokenizer else None)],
+        models=[
+            ModelRoute(
+                MODEL,
+                "round_robin",
+                tokenizer=str(FOLDER) if tokenizer else None,
+                migration_limit=model_limit,
+            )
+        ],
     )
     for i, e in enumerate(engines):
         state.replicas.append(
@@ -211,6 +219,15 @@ async def test_migration_limit_then_error_event(mrig: MRig) -> None:
     assert isinstance(last, dict) and last["error"]["code"] == "upstream_error"
     assert mrig.ctl.requests == 2  # the first engine and one migration
     assert len(mrig.outcomes) == 1 and mrig.outcomes[0].status == "502"
+
+
+@pytest.mark.parametrize("mrig", [{"model_limit": 0}], indirect=True)
+async def test_a_models_migration_limit_overrides_the_gateways(mrig: MRig) -> None:
+    mrig.ctl.fail = "die"
+    got = await stream(mrig, "/v1/chat/completions", {"messages": MSG})
+    last = got[-2]
+    assert isinstance(last, dict) and last["error"]["code"] == "upstream_error"
+    assert mrig.ctl.requests == 1
 
 
 @pytest.mark.parametrize("mrig", [{"stall_timeout_s": 0.3}], indirect=True)

@@ -94,8 +94,8 @@ class Migrator:
         if state is not None:
             for m in state.models:
                 if m.name == model:
-                    own = getattr(m, "migration_limit", None)
-                    return self.default_limit if own is None else int(own)
+                    own = m.migration_limit
+                    return self.default_limit if own is None else own
         return self.default_limit
 
     async def resume(self, stream: Migrating, reason: str, failed: set[str]) -> Continuation | None:
