@@ -101,7 +101,7 @@ async def faults(fleet: Fleet, spec: str, until: float, report: Report) -> None:
             continue
         victim = random.choice(reps)
         pid = int(victim["pid"])
-        report.faults.append(f"{time.strftime('%H:%M:%S')} {kind} {victim['replica_id']}")
+        report.faults.append(f"{time.strftime('%H:%M:%S')} {kind} {victim['id']}")
         if kind == "kill":
             os.kill(pid, signal.SIGKILL)
         else:

@@ -45,7 +45,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 async def running_on(session: aiohttp.ClientSession, replicas: list[dict[str, Any]]) -> int:
     """The pid of the engine that has a request running."""
     for r in replicas:
-        async with session.get(str(r["url"]) + "/metrics") as resp:
+        async with session.get(str(r["endpoint"]) + "/metrics") as resp:
             for line in (await resp.text()).splitlines():
                 if line.startswith("vllm:num_requests_running") and float(line.split()[-1]) > 0:
                     return int(r["pid"])
