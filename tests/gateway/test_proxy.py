@@ -130,6 +130,7 @@ async def test_5xx_before_first_byte_is_retried(rig: Rig) -> None:
         assert r.choices[0].text.startswith("e1-")
 
 
+@pytest.mark.parametrize("rig", [{"migration_limit": 0}], indirect=True)
 async def test_engine_dying_mid_stream_ends_with_error_event(rig: Rig) -> None:
     for e in rig.engines:
         e.ctl.mode = "die_midstream"

@@ -78,6 +78,13 @@ class ModelSpec(Strict):
     trust_remote_code: bool = Field(
         False, description="Let the engine run Python code shipped with the model."
     )
+    migration_limit: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="Times one stream may move to another replica when its engine fails"
+        " mid-stream (docs/migration.md); 0 turns migration off for this model.",
+    )
 
     @field_validator("engine", mode="before")
     @classmethod

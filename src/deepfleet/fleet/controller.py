@@ -107,6 +107,7 @@ def model_route(model: ModelSpec, plans: list[ReplicaPlan]) -> ModelRoute:
         min(lens) if lens else None,
         tokenizer=tokenizer,
         block_size=get_adapter(model.engine).block_size(model.engine_args),
+        migration_limit=model.migration_limit,
     )
 
 

@@ -72,6 +72,7 @@ class ModelRoute:
     max_model_len: int | None = None
     tokenizer: str | None = None  # a local folder with tokenizer.json, or None
     block_size: int | None = None
+    migration_limit: int | None = None  # None: the gateway's default
 
 
 @dataclass

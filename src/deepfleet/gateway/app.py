@@ -29,6 +29,7 @@ from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.later import Later
 from deepfleet.gateway.limits import TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
+from deepfleet.gateway.migration import Migrator
 from deepfleet.gateway.openapi import openapi_spec
 from deepfleet.gateway.proxy import Proxy
 from deepfleet.gateway.relay import StreamRelay
@@ -60,7 +61,10 @@ class Gateway:
         pool = UpstreamPool(
             settings.connect_timeout_s, settings.read_timeout_s, on_sent=self.later.run
         )
-        self.proxy = Proxy(table, metrics, self.later, pool)
+        migrator = Migrator(
+            table, pool, metrics, settings.migration_limit, settings.stall_timeout_s
+        )
+        self.proxy = Proxy(table, metrics, self.later, pool, migrator)
         self.routing = routed(routing, self.proxy)
         self.forwarding = Forwarding(table, self.admission, settings, self.routing.send)
         self.admin = AdminRoutes(keys, self.auth)

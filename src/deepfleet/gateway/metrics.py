@@ -28,6 +28,7 @@ class ModelMetrics:
         "answer_tokens",
         "e2e",
         "itl",
+        "migration_gap",
         "output_tokens",
         "prompt_tokens",
         "reasoning_capped",
@@ -44,6 +45,7 @@ class ModelMetrics:
         self.reasoning_tokens = m.reasoning_tokens.labels(model)
         self.answer_tokens = m.answer_tokens.labels(model)
         self.reasoning_capped = m.reasoning_capped.labels(model)
+        self.migration_gap = m.migration_gap.labels(model)
 
 
 class GatewayMetrics:
@@ -116,6 +118,20 @@ class GatewayMetrics:
             "deepfleet_upstream_retries",
             "Requests retried on another replica before the first byte",
             ["model"],
+            registry=r,
+        )
+        self.migrations = Counter(
+            "deepfleet_migrations",
+            "Streams and answers continued on another replica after their engine failed",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.migration_gap = Histogram(
+            "deepfleet_migration_gap_seconds",
+            "Added latency of a migration: last bytes from the failed engine to the first"
+            " from the next",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.ejections = Counter(

@@ -1,10 +1,12 @@
 """The proxy: pick replicas in the policy's order, retry before the first byte, then answer.
 
 A replica that refuses, times out or answers 5xx before any byte reached the client is
-ejected and the next one is tried. A streamed answer is handed to the relay (relay.py) once
-its first bytes came; a failure after that ends the stream with an SSE error event and
-[DONE]. A client that goes away closes the upstream connection, which makes vLLM abort the
-request.
+ejected and the next one is tried. A non-streamed answer is read whole before the client gets
+a byte, so an engine that fails while computing it costs a retry of the whole request on the
+next replica. A streamed answer is handed to the relay (relay.py) once its first bytes came; a
+failure after that migrates the stream to another replica (migration.py) up to the model's
+`migration_limit`, then ends it with an SSE error event and [DONE]. A client that goes away
+closes the upstream connection, which makes vLLM abort the request.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from starlette.responses import Response
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.later import Later
 from deepfleet.gateway.metrics import GatewayMetrics
+from deepfleet.gateway.migration import Migrator
 from deepfleet.gateway.relay import Outcome, StreamRelay
-from deepfleet.gateway.stream import usage_of
+from deepfleet.gateway.stream import cap_answer, usage_of
 from deepfleet.gateway.turns import Turns
 from deepfleet.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from deepfleet.routing.base import Endpoint
@@ -42,13 +45,19 @@ class Forward:
 
 class Proxy:
     def __init__(
-        self, table: EndpointTable, metrics: GatewayMetrics, later: Later, upstream: UpstreamPool
+        self,
+        table: EndpointTable,
+        metrics: GatewayMetrics,
+        later: Later,
+        upstream: UpstreamPool,
+        migrator: Migrator | None = None,
     ) -> None:
         self.table = table
         self.metrics = metrics
         self.later = later
         self.upstream = upstream  # the app's lifespan closes it
         self.turns = Turns()
+        self.migrator = migrator or Migrator(table, upstream, metrics, 3, 30.0)
 
     async def forward(
         self,
@@ -76,7 +85,18 @@ class Proxy:
                     self._eject(ep.replica_id)
                     continue
                 first = b""
-                if req.stream and upstream.status == 200:
+                if not (req.stream and upstream.status == 200):
+                    # Read whole before the client gets a byte: a failure is a retry.
+                    try:
+                        first = await upstream.read_all()
+                    except (UpstreamError, TimeoutError) as exc:
+                        last_error = f"replica {ep.replica_id} failed while answering: " + (
+                            type(exc).__name__
+                        )
+                        upstream.close()
+                        self._eject(ep.replica_id)
+                        continue
+                else:
                     # Wait for the first event (the engine's prefill) before answering the
                     # client: an engine that dies now costs a retry, not a broken stream.
                     try:
@@ -90,7 +110,7 @@ class Proxy:
                         self._eject(ep.replica_id)
                         continue
                 self.table.succeeded(ep.replica_id)
-                return await self._respond(upstream, req, ep.replica_id, done, first)
+                return self._respond(upstream, req, ep.replica_id, done, first, order)
         finally:
             for ep in order:
                 if ep.replica_id not in tried:
@@ -107,18 +127,19 @@ class Proxy:
         self.table.eject(replica_id)
         self.metrics.ejections.labels(replica_id).inc()
 
-    async def _respond(
+    def _respond(
         self,
         upstream: UpstreamResponse,
         req: Forward,
         replica: str,
         done: Callable[[Outcome], None],
         first: bytes,
+        order: list[Endpoint],
     ) -> Response | StreamRelay:
         mm = self.metrics.of(req.model)
-        in_flight = self.metrics.in_flight_of(replica)
+        where = _Serving(replica, self.metrics.in_flight_of(replica))
         self.table.in_flight[replica] += 1
-        self.later.add(in_flight.inc)
+        self.later.add(where.gauge.inc)
 
         finished = False
 
@@ -127,32 +148,21 @@ class Proxy:
             if finished:
                 return
             finished = True
-            self.table.in_flight[replica] -= 1
+            self.table.in_flight[where.replica] -= 1
             done(outcome)
-            self.later.add(_ended, in_flight, mm.e2e, time.perf_counter() - req.started)
+            self.later.add(_ended, where.gauge, mm.e2e, time.perf_counter() - req.started)
+
+        def moved(old: str, new: str) -> None:
+            self._eject(old)
+            self.table.in_flight[old] -= 1
+            self.table.in_flight[new] += 1
+            gauge = self.metrics.in_flight_of(new)
+            self.later.add(where.gauge.dec)
+            self.later.add(gauge.inc)
+            where.replica, where.gauge = new, gauge
 
         if not (req.stream and upstream.status == 200):
-            try:
-                data = await upstream.read_all()
-            except (UpstreamError, TimeoutError) as exc:
-                upstream.close()
-                finish(Outcome("502", None, 0))
-                return error_response(
-                    502,
-                    f"replica {replica} failed while answering: {type(exc).__name__}",
-                    code="upstream_error",
-                )
-            self.later.add(mm.ttft.observe, time.perf_counter() - req.started)
-            prompt, completion, share = (
-                usage_of(data) if upstream.status == 200 else (None, None, 0.0)
-            )
-            if completion:
-                reasoning = round(completion * share)
-                self.later.add(mm.reasoning_tokens.observe, reasoning)
-                self.later.add(mm.answer_tokens.observe, completion - reasoning)
-            finish(Outcome(str(upstream.status), prompt, completion or 0))
-            content_type = upstream.header(b"content-type", "application/json")
-            return Response(data, status_code=upstream.status, media_type=content_type)
+            return self._answer(upstream, req, first, finish)
 
         return StreamRelay(
             upstream,
@@ -165,7 +175,45 @@ class Proxy:
             finish=finish,
             turns=self.turns,
             later=self.later,
+            path=req.path,
+            body=req.body,
+            order=order,
+            migrator=self.migrator,
+            moved=moved,
         )
+
+    def _answer(
+        self,
+        upstream: UpstreamResponse,
+        req: Forward,
+        data: bytes,
+        finish: Callable[[Outcome], None],
+    ) -> Response:
+        """A non-streamed answer, read whole; the reasoning cap applies as for streams."""
+        mm = self.metrics.of(req.model)
+        self.later.add(mm.ttft.observe, time.perf_counter() - req.started)
+        ok = upstream.status == 200
+        prompt, completion, share = usage_of(data) if ok else (None, None, 0.0)
+        reasoning = round(completion * share) if completion else 0
+        if ok and req.reasoning_cap is not None and reasoning > req.reasoning_cap:
+            capped = cap_answer(data, req.reasoning_cap, reasoning)
+            if capped is not None:
+                data, completion, reasoning = capped, req.reasoning_cap, req.reasoning_cap
+                mm.reasoning_capped.inc()
+        if completion:
+            self.later.add(mm.reasoning_tokens.observe, reasoning)
+            self.later.add(mm.answer_tokens.observe, completion - reasoning)
+        finish(Outcome(str(upstream.status), prompt, completion or 0))
+        content_type = upstream.header(b"content-type", "application/json")
+        return Response(data, status_code=upstream.status, media_type=content_type)
+
+
+@dataclass(slots=True)
+class _Serving:
+    """The replica a request is on now (a migrated stream moves)."""
+
+    replica: str
+    gauge: Gauge
 
 
 def _ended(in_flight: Gauge, e2e: Histogram, seconds: float) -> None:

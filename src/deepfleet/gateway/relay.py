@@ -8,13 +8,18 @@ per read. A client's disconnect cancels the relay: the gateway's server protocol
 relay's hook (httpserver.py); elsewhere a small task waits on `receive()` for it. The relay's
 `finally` then closes the engine connection, and vLLM aborts the request. Metrics are
 observed off the path (later.py).
+
+The relay sends whole SSE events only (a read that ends inside an event keeps that part for
+the next read: one `endswith` per read) and keeps them in a list, so that when its engine
+fails mid-stream the stream can go on on another replica (migration.py) and the client sees
+one stream. That list append is all that migration costs per read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
@@ -23,12 +28,15 @@ from deepfleet.gateway.errors import sse_error
 from deepfleet.gateway.httpserver import HOOKS, ConnectionHooks
 from deepfleet.gateway.later import Later
 from deepfleet.gateway.metrics import GatewayMetrics
+from deepfleet.gateway.migration import Continuation, Migrator
 from deepfleet.gateway.stream import StreamCounts, capped_tail, within_cap
 from deepfleet.gateway.turns import Turns
 from deepfleet.gateway.upstream import UpstreamError, UpstreamResponse
+from deepfleet.routing.base import Endpoint
 
 STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 END = {"type": "http.response.body", "body": b"", "more_body": False}
+EVENT_END = b"\n\n"
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,18 @@ class StreamRelay:
         finish: Callable[[Outcome], None],
         turns: Turns,
         later: Later,
+        path: str = "",
+        body: bytes = b"",
+        order: Sequence[Endpoint] = (),
+        migrator: Migrator | None = None,
+        moved: Callable[[str, str], None] | None = None,
     ) -> None:
+        self.path = path
+        self.body = body
+        self.order = order
+        self.migrator = migrator
+        self.moved = moved
+        self.sent_chunks: list[bytes] = []
         self.turns = turns
         self.later = later
         self.upstream = upstream
@@ -85,6 +104,8 @@ class StreamRelay:
             content_type = self.upstream.headers.get(b"content-type", b"text/event-stream")
             headers = [(b"content-type", content_type), *STREAM_HEADERS]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
+            if self.migrator is not None and self.migrator.limit(self.model) > 0:
+                self.upstream.conn.set_read_timeout(self.migrator.stall_timeout_s)
             self.turns.active += 1
             try:
                 await self._pump(send)
@@ -108,33 +129,101 @@ class StreamRelay:
         self.later.add(mm.ttft.observe, counts.first_at - self.started)
         upstream = self.upstream
         read = upstream.read
+        sent = self.sent_chunks
         chunk = self.first
+        held = b""
         try:
             while chunk:
                 counts.last_at = time.perf_counter()
+                if held:
+                    chunk, held = held + chunk, b""
+                if not chunk.endswith(EVENT_END):  # keep a partial event for the next read
+                    cut = chunk.rfind(EVENT_END) + 2
+                    if cut < 2:
+                        held, chunk = chunk, await read()
+                        continue
+                    chunk, held = chunk[:cut], chunk[cut:]
                 before = counts.reasoning
                 counts.add(chunk)
                 if cap is not None and counts.reasoning > cap:
-                    mm.reasoning_capped.inc()
-                    counts.reasoning = cap
-                    tail = within_cap(chunk, cap - before) + capped_tail(self.model)
-                    self.status = "200"
-                    await send({"type": "http.response.body", "body": tail, "more_body": False})
+                    await self._cap(send, chunk, before)
                     return
                 if upstream.ended:  # the last bytes and the answer's end leave in one write
                     self.status = "200"
-                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                    body = chunk + held
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent.append(chunk)
                 turn = turns.wait()
                 if turn is not None:
                     await turn
                 chunk = await read()
         except (UpstreamError, TimeoutError) as exc:
-            body = sse_error(f"replica {self.replica} failed mid-stream: {type(exc).__name__}")
-            self.status = "502"
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await self._failed(send, exc)
             return
+        self.status = "200"
+        await send({"type": "http.response.body", "body": held, "more_body": False})
+
+    async def _cap(self, send: Send, chunk: bytes, before: int) -> None:
+        assert self.cap is not None
+        self.mm.reasoning_capped.inc()
+        self.counts.reasoning = self.cap
+        tail = within_cap(chunk, self.cap - before) + capped_tail(self.model)
+        self.status = "200"
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _failed(self, send: Send, exc: BaseException) -> None:
+        """The engine failed mid-stream: go on elsewhere while the model's limit allows."""
+        migrator = self.migrator
+        limit = migrator.limit(self.model) if migrator is not None else 0
+        failed: set[str] = set()
+        moves = 0
+        while migrator is not None and moves < limit:
+            moves += 1
+            reason = "stall" if isinstance(exc, TimeoutError) else "disconnect"
+            failed.add(self.replica)
+            self.upstream.close()
+            cont = await migrator.resume(self, reason, failed)
+            if cont is None:
+                break
+            last = self.counts.last_at or self.counts.first_at or self.started
+            self.later.add(self.mm.migration_gap.observe, time.perf_counter() - last)
+            if self.moved is not None:
+                self.moved(self.replica, cont.replica)
+            self.replica = cont.replica
+            try:
+                await self._continue(send, cont)
+                return
+            except (UpstreamError, TimeoutError) as again:
+                exc = again
+        body = sse_error(f"replica {self.replica} failed mid-stream: {type(exc).__name__}")
+        self.status = "502"
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _continue(self, send: Send, cont: Continuation) -> None:
+        """Relay a continuation (rewritten into this stream's events) to the end."""
+        counts, cap, sent = self.counts, self.cap, self.sent_chunks
+        upstream = cont.upstream
+        if upstream is not None:
+            self.upstream = upstream  # closed by __call__'s finally
+        out = cont.first
+        while True:
+            if out:
+                counts.last_at = time.perf_counter()
+                before = counts.reasoning
+                counts.add(out)
+                if cap is not None and counts.reasoning > cap:
+                    await self._cap(send, out, before)
+                    return
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+                sent.append(out)
+            if upstream is None:
+                break
+            raw = await upstream.read()
+            if not raw:
+                break
+            out = cont.rewrite(raw)
         self.status = "200"
         await send(END)
 

@@ -34,6 +34,11 @@ class GatewaySettings:
     """Requests waiting for an upstream slot beyond that; more are answered 429."""
     queue_timeout_s: float = 30.0
     """Longest wait in that queue; then 503."""
+    migration_limit: int = 3
+    """Times one stream may move to another replica when its engine fails (migration.py);
+    a model's `migration_limit` in the fleet state overrides it; 0 turns migration off."""
+    stall_timeout_s: float = 30.0
+    """Longest silence of an engine after a stream's first bytes before the stream migrates."""
 
 
 @dataclass(frozen=True)

@@ -103,3 +103,27 @@ def usage_of(body: bytes) -> tuple[int | None, int | None, float]:
     answer = len(msg.get("content") or "")
     share = thinking / (thinking + answer) if thinking + answer else 0.0
     return usage.get("prompt_tokens"), usage.get("completion_tokens"), share
+
+
+def cap_answer(body: bytes, cap: int, reasoning: int) -> bytes | None:
+    """A non-streamed answer whose `reasoning` thinking tokens went over `cap`: its reasoning
+    cut to about `cap` tokens (at the same share of its characters), no answer, finish_reason
+    "length" and usage counting the capped tokens, as a capped stream ends. None when the body
+    is not a chat answer."""
+    try:
+        data = json.loads(body)
+        choice = data["choices"][0]
+        msg = choice["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    for name in ("reasoning", "reasoning_content"):
+        text = msg.get(name)
+        if text:
+            msg[name] = text[: len(text) * cap // max(reasoning, 1)]
+    msg["content"] = None
+    choice["finish_reason"] = "length"
+    usage = data.get("usage")
+    if isinstance(usage, dict) and "prompt_tokens" in usage:
+        usage["completion_tokens"] = cap
+        usage["total_tokens"] = int(usage["prompt_tokens"]) + cap
+    return json.dumps(data, separators=(",", ":")).encode()

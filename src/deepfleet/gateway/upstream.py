@@ -36,6 +36,7 @@ class UpstreamConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
+        self.read_timeout = pool.read_timeout
         self._reset()
 
     def _reset(self) -> None:
@@ -118,21 +119,31 @@ class UpstreamConn(asyncio.Protocol):
     def _on_timer(self) -> None:
         if self.complete or self.closed:
             return
-        left = self.active_at + self.pool.read_timeout - time.monotonic()
+        left = self.active_at + self.read_timeout - time.monotonic()
         waiting = self.waiter is not None or not self.head.done()
         if left > 0 or not waiting:
-            delay = left if left > 0 else self.pool.read_timeout
+            delay = left if left > 0 else self.read_timeout
             self.timer = self.loop.call_later(delay, self._on_timer)
             return
         self._fail(TimeoutError("the engine was silent for longer than the read timeout"))
         self.abort()
+
+    def set_read_timeout(self, seconds: float) -> None:
+        """Change this answer's longest silence (a stream's stall deadline): re-arms the timer
+        once, so reads cost nothing more."""
+        self.read_timeout = seconds
+        if self.timer is not None and not self.complete and not self.closed:
+            self.timer.cancel()
+            left = self.active_at + seconds - time.monotonic()
+            self.timer = self.loop.call_later(max(left, 0.0), self._on_timer)
 
     async def request(self, head: bytes, body: bytes) -> UpstreamResponse:
         """Send a request (`head` up to the Content-Length value); returns at its answer's head."""
         assert self.transport is not None
         self.transport.write(b"%s%d\r\n\r\n%s" % (head, len(body), body))
         self.active_at = time.monotonic()
-        self.timer = self.loop.call_later(self.pool.read_timeout, self._on_timer)
+        self.read_timeout = self.pool.read_timeout
+        self.timer = self.loop.call_later(self.read_timeout, self._on_timer)
         on_sent = self.pool.on_sent
         if on_sent is not None:
             on_sent()  # the engine computes meanwhile
