@@ -75,9 +75,7 @@ class Origins:
             self._verdicts[host] = verdict
         return verdict
 
-    def refuse(
-        self, json: bool, host: bytes | None, content_type: bytes | None
-    ) -> Response | None:
+    def refuse(self, json: bool, host: bytes | None, content_type: bytes | None) -> Response | None:
         """400 for an unknown Host; 415 when `json` is required and not declared."""
         if not self.host_ok(host):
             return error_response(
