@@ -174,7 +174,13 @@ def test_gateway_service_and_open_webui(built: list[dict[str, Any]]) -> None:
         "http://deepfleet-gateway.deepseek.svc.cluster.local:8000/v1"
     )
     config = next(s for s in by_kind(built, "Secret") if s["metadata"]["name"].endswith("-config"))
-    assert base64.b64decode(config["data"]["fleet.yaml"]).decode() == CASES["r1-8x8-k8s"].text
+    # The config as written, plus the Service's names in gateway.allowed_hosts (Open-WebUI
+    # sends them as Host).
+    rendered = yaml.safe_load(base64.b64decode(config["data"]["fleet.yaml"]))
+    original = yaml.safe_load(CASES["r1-8x8-k8s"].text)
+    hosts = rendered["gateway"].pop("allowed_hosts")
+    assert "deepfleet-gateway.deepseek.svc.cluster.local" in hosts
+    assert {k: v for k, v in rendered.items() if v} == {k: v for k, v in original.items() if v}
 
 
 @pytest.mark.parametrize(

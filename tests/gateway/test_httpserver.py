@@ -88,7 +88,8 @@ async def test_first_read_of_a_stream_holds_head_and_first_event(rig: Rig) -> No
         {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     ).encode()
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     first = await asyncio.wait_for(reader.read(65536), 5)

@@ -172,6 +172,24 @@ class GatewaySpec(Strict):
         None, ge=1, description="Default cap on reasoning chunks (thinking tokens) per request."
     )
     admission: AdmissionSpec = Field(default_factory=AdmissionSpec)
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names the gateway answers besides loopback names "
+        "(localhost, 127.0.0.1, [::1]), IP literals and its bind address; any port. Others get "
+        "400 (DNS rebinding). `*` allows every name. Rendered bundles add their service names.",
+    )
+    head_timeout_s: float = Field(
+        10.0, gt=0, description="Longest time for a request head to arrive (slowloris)."
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Longest time for a request body to arrive after its head; 408."
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request head (line and headers); 431 beyond."
+    )
+    max_connections: int = Field(
+        4096, ge=1, description="Open connections per worker; requests beyond get 503."
+    )
 
 
 class FleetConfig(Strict):

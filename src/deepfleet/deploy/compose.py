@@ -176,7 +176,10 @@ def fleet_state(dp: DeployPlan, multi_host: bool) -> dict[str, Any]:
 
 
 def gateway_settings(dp: DeployPlan) -> str:
-    spec = dp.cfg.gateway.model_copy(update={"keys_db": Path(STATE_DIR, "keys.db")})
+    # Open-WebUI and Prometheus reach the gateway by its service name (Host: gateway).
+    g = dp.cfg.gateway
+    hosts = g.allowed_hosts if "gateway" in g.allowed_hosts else [*g.allowed_hosts, "gateway"]
+    spec = g.model_copy(update={"keys_db": Path(STATE_DIR, "keys.db"), "allowed_hosts": hosts})
     return spec.model_dump_json(indent=1) + "\n"
 
 

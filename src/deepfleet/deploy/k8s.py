@@ -16,6 +16,8 @@ import re
 import shlex
 from typing import Any
 
+import yaml
+
 from deepfleet.catalog.hardware import GiB
 from deepfleet.deploy import k8s_ray, webui
 from deepfleet.deploy.bundle import SECRETS_DIR, Bundle, new_secret, to_yaml
@@ -140,6 +142,25 @@ def _wait_for_download(dp: DeployPlan) -> list[dict[str, Any]]:
 def gateway_url(dp: DeployPlan) -> str:
     k = dp.cfg.deploy.kubernetes
     return f"http://{k.name}-gateway.{k.namespace}.svc.cluster.local:{dp.cfg.gateway.port}"
+
+
+def with_gateway_names(dp: DeployPlan, config_text: str) -> str:
+    """The head's fleet.yaml with the gateway Service's DNS names in `gateway.allowed_hosts`:
+    Open-WebUI and in-cluster clients send them as Host (pod IPs, used by probes and
+    Prometheus, pass as IP literals)."""
+    k, have = dp.cfg.deploy.kubernetes, dp.cfg.gateway.allowed_hosts
+    svc = f"{k.name}-gateway"
+    names = [svc, f"{svc}.{k.namespace}", f"{svc}.{k.namespace}.svc"]
+    names.append(f"{names[-1]}.cluster.local")
+    missing = [n for n in names if n not in have and "*" not in have]
+    if not missing:
+        return config_text
+    data = yaml.safe_load(config_text) or {}
+    gateway = data.get("gateway") or {}
+    gateway["allowed_hosts"] = [*have, *missing]
+    data["gateway"] = gateway
+    head = "# The config as rendered, with the gateway Service's names in allowed_hosts.\n"
+    return head + str(yaml.safe_dump(data, sort_keys=False))
 
 
 def _gateway_service(dp: DeployPlan) -> dict[str, Any]:
@@ -316,7 +337,11 @@ def render_k8s(dp: DeployPlan, config_text: str) -> Bundle:
     }
     bundle = Bundle()
     secret_files = {
-        k8s_ray.config_secret(dp): ("fleet.yaml", "fleet.yaml", config_text),
+        k8s_ray.config_secret(dp): (
+            "fleet.yaml",
+            "fleet.yaml",
+            with_gateway_names(dp, config_text),
+        ),
         k8s_ray.ray_auth_secret(dp): (k8s_ray.RAY_AUTH_KEY, "ray_auth_token", new_secret()),
     }
     if k.service_monitor and dp.cfg.gateway.metrics_token:

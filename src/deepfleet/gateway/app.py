@@ -31,6 +31,7 @@ from deepfleet.gateway.limits import TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.migration import Migrator
 from deepfleet.gateway.openapi import openapi_spec
+from deepfleet.gateway.origin import Origins
 from deepfleet.gateway.proxy import Proxy
 from deepfleet.gateway.relay import StreamRelay
 from deepfleet.gateway.settings import GatewaySettings
@@ -116,7 +117,9 @@ class Gateway:
             *observability_routes(state_file_reader(self.table.path), self.settings.metrics_token),
         ]
         rest = Starlette(routes=routes, lifespan=self.lifespan)
-        return GatewayASGI(self._route, GENERATION_PATHS, rest)
+        return GatewayASGI(
+            self._route, GENERATION_PATHS, rest, Origins(self.settings.allowed_hosts)
+        )
 
     # -- small endpoints -------------------------------------------------------------------
     async def health(self, request: Request) -> Response:

@@ -5,6 +5,9 @@ POST /v1/chat/completions and /v1/completions are most of the traffic and read o
 headers and the body, so they skip Starlette's middleware stack, Request object and router
 (tens of microseconds per request, paid on the time to first token). Every other route, the
 lifespan and the error pages stay with Starlette.
+
+Every HTTP request passes the browser checks of origin.py first (Host allowlist, JSON POSTs):
+the generation routes read the two headers in the scan they already make.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deepfleet.gateway.errors import error_response
+from deepfleet.gateway.origin import Origins
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +27,25 @@ Handler = Callable[["Incoming", str], Awaitable[Callable[[Scope, Receive, Send],
 
 
 class Incoming:
-    """What the generation routes read of a request: two headers and the body."""
+    """What the generation routes read of a request: four headers and the body."""
 
-    __slots__ = ("authorization", "content_length", "receive")
+    __slots__ = ("authorization", "content_length", "content_type", "host", "receive")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.authorization: str | None = None
         self.content_length: str | None = None
+        self.content_type: bytes | None = None
+        self.host: bytes | None = None
         self.receive = receive
         for name, value in scope["headers"]:
             if name == b"authorization":
                 self.authorization = value.decode("latin-1")
             elif name == b"content-length":
                 self.content_length = value.decode("latin-1")
+            elif name == b"content-type":
+                self.content_type = value
+            elif name == b"host":
+                self.host = value
 
     async def body(self, limit: int) -> bytes:
         """The body, or its first bytes past `limit` (the caller answers 413 then); what came
@@ -55,17 +65,35 @@ class Incoming:
 
 
 class GatewayASGI:
-    def __init__(self, handler: Handler, paths: frozenset[str], rest: ASGIApp) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        paths: frozenset[str],
+        rest: ASGIApp,
+        origins: Origins | None = None,
+    ) -> None:
         self.handler = handler
         self.paths = paths
         self.rest = rest
+        self.origins = origins or Origins()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+        if scope["type"] != "http":
             await self.rest(scope, receive, send)
             return
+        if scope["method"] != "POST" or scope["path"] not in self.paths:
+            # Only the admin routes take other POSTs (JSON); elsewhere POST stays a 405.
+            json = scope["method"] == "POST" and scope["path"].startswith("/admin/")
+            refusal = self.origins.refuse_scope(json, scope["headers"])
+            await (refusal or self.rest)(scope, receive, send)
+            return
+        incoming = Incoming(scope, receive)
+        refusal = self.origins.refuse(True, incoming.host, incoming.content_type)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         try:
-            response = await self.handler(Incoming(scope, receive), scope["path"])
+            response = await self.handler(incoming, scope["path"])
         except Exception:
             log.exception("gateway error on %s", scope["path"])
             response = _internal_error()

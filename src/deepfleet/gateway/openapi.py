@@ -27,11 +27,13 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 ERRORS = {
-    "400": "Invalid request (bad JSON, wrong types, values out of range)",
+    "400": "Invalid request (bad JSON, wrong types, values out of range, unknown Host)",
     "401": "Missing, invalid, revoked or expired API key",
     "403": "The key may not use this model",
     "404": "Unknown model",
+    "408": "The request body did not arrive within the body deadline",
     "413": "Request body too large",
+    "415": "The body is not declared as JSON (Content-Type: application/json)",
     "429": "Rate limit, key concurrency or queue full (see Retry-After)",
     "502": "The engine failed while answering",
     "503": "No ready replica or no capacity (see Retry-After)",

@@ -37,10 +37,11 @@ from deepfleet.config.kvcache import read_routing_spec
 from deepfleet.config.schema import GatewaySpec
 from deepfleet.gateway.app import Gateway
 from deepfleet.gateway.asgi import GatewayASGI
+from deepfleet.gateway.httpserver import EdgeConfig
 from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.limits import TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
-from deepfleet.gateway.settings import GatewaySettings, WorkerSettings
+from deepfleet.gateway.settings import EdgeSettings, GatewaySettings, WorkerSettings
 from deepfleet.kvcache.relay import EventRelay, relay_endpoint
 from deepfleet.net import is_loopback
 from deepfleet.routing.endpoints import EndpointTable
@@ -73,7 +74,24 @@ def worker_settings(spec: GatewaySpec, state_file: Path) -> WorkerSettings:
             max_in_flight=a.max_in_flight,
             max_queue=a.max_queue,
             queue_timeout_s=a.queue_timeout_s,
+            allowed_hosts=tuple(spec.allowed_hosts),
         ),
+        edge=EdgeSettings(
+            head_timeout_s=spec.head_timeout_s,
+            body_timeout_s=spec.body_timeout_s,
+            max_header_bytes=spec.max_header_bytes,
+            max_connections=spec.max_connections,
+        ),
+    )
+
+
+def with_bind_host(settings: WorkerSettings, host: str) -> WorkerSettings:
+    """The bind address is a name clients may use, unless it is the any-address."""
+    if host in ("0.0.0.0", "::", ""):
+        return settings
+    hosts = (*settings.gateway.allowed_hosts, host)
+    return dataclasses.replace(
+        settings, gateway=dataclasses.replace(settings.gateway, allowed_hosts=hosts)
     )
 
 
@@ -140,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         host = "127.0.0.1"
+    settings = with_bind_host(settings, host)
     relay: EventRelay | None = None
     if args.workers > 1:
         # One /metrics for all workers: prometheus-client's multiprocess mode.
@@ -161,8 +180,9 @@ def main(argv: list[str] | None = None) -> None:
 def uvicorn_config(
     settings: WorkerSettings, host: str, port: int, workers: int, log_level: str, spec: GatewaySpec
 ) -> uvicorn.Config:
-    return uvicorn.Config(
+    return EdgeConfig(
         functools.partial(create_app, settings),
+        edge=settings.edge,
         factory=True,
         host=host,
         port=port,

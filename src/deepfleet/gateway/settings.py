@@ -39,6 +39,23 @@ class GatewaySettings:
     a model's `migration_limit` in the fleet state overrides it; 0 turns migration off."""
     stall_timeout_s: float = 30.0
     """Longest silence of an engine after a stream's first bytes before the stream migrates."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host header names accepted besides loopback names and IP literals ("*": any)."""
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """The connection's deadlines and bounds (httpserver.py), before any request reaches the
+    app."""
+
+    head_timeout_s: float = 10.0
+    """Longest time for a request head to arrive; then the connection is closed."""
+    body_timeout_s: float = 60.0
+    """Longest time for a request body to arrive after its head; then 408."""
+    max_header_bytes: int = 64 * 1024
+    """Largest request head; a larger one gets 431."""
+    max_connections: int = 4096
+    """Connections one worker serves at once; requests beyond get 503."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,8 @@ class WorkerSettings:
     """SQLite file of the requests/min and tokens/min buckets, shared by the workers."""
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     """The request path's limits and timeouts."""
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
+    """The connection's deadlines and bounds."""
     relay: str | None = None
     """Address of the KV-event relay when several workers share the engines' event ports;
     None: this worker subscribes to the engines itself."""
