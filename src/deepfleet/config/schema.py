@@ -190,6 +190,12 @@ class GatewaySpec(Strict):
     max_connections: int = Field(
         4096, ge=1, description="Open connections per worker; requests beyond get 503."
     )
+    stall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest silence of an engine after a stream's first bytes; then the "
+        "stream migrates to another replica (docs/migration.md).",
+    )
 
 
 class FleetConfig(Strict):

@@ -75,6 +75,7 @@ def worker_settings(spec: GatewaySpec, state_file: Path) -> WorkerSettings:
             max_queue=a.max_queue,
             queue_timeout_s=a.queue_timeout_s,
             allowed_hosts=tuple(spec.allowed_hosts),
+            stall_timeout_s=spec.stall_timeout_s,
         ),
         edge=EdgeSettings(
             head_timeout_s=spec.head_timeout_s,
