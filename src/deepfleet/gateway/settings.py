@@ -34,6 +34,8 @@ class GatewaySettings:
     """Requests waiting for an upstream slot beyond that; more are answered 429."""
     queue_timeout_s: float = 30.0
     """Longest wait in that queue; then 503."""
+    max_prompt_batch: int = 64
+    """Most prompts in one /v1/completions request (a list `prompt`); more are answered 400."""
 
 
 @dataclass(frozen=True)
