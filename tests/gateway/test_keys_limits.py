@@ -81,9 +81,11 @@ async def test_rpm_limit_429_with_retry_after(rig: Rig) -> None:
 
 
 async def test_tpm_limit_counts_usage_tokens(rig: Rig) -> None:
-    _, secret = rig.keys.create("tokens", tpm=10)
-    await chat(rig, secret)  # 3 prompt + 5 completion tokens: 2 left
-    await chat(rig, secret)  # allowed (bucket not empty), drives it negative
+    # Each request reserves its worst case (body bytes / 4 = 15, no max_tokens and no known
+    # context length) and settles on its usage, 3 prompt + 5 completion tokens.
+    _, secret = rig.keys.create("tokens", tpm=30)
+    await chat(rig, secret)  # 30 - 15 reserved, + 15 - 8 settled: 22 left
+    await chat(rig, secret)  # 22 - 15 + 7: 14 left, short of the next reservation
     with pytest.raises(openai.RateLimitError) as info:
         await chat(rig, secret)
     assert info.value.code == "rate_limit_tokens"

@@ -190,6 +190,9 @@ class GatewaySpec(Strict):
     max_connections: int = Field(
         4096, ge=1, description="Open connections per worker; requests beyond get 503."
     )
+    max_prompt_batch: int = Field(
+        64, ge=1, le=4096, description="Most prompts in one /v1/completions request; 400 beyond."
+    )
     stall_timeout_s: float = Field(
         30.0,
         gt=0,

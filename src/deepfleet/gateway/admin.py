@@ -13,6 +13,7 @@ from starlette.routing import Route
 from deepfleet.gateway.auth import Authenticator, AuthError
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.keys import ApiKey, KeyStore
+from deepfleet.gateway.requests import TOO_DEEP
 
 
 class NewKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -61,6 +62,8 @@ class AdminRoutes:
             spec = msgspec.json.decode(await request.body(), type=NewKey)
         except msgspec.DecodeError as exc:
             return error_response(400, f"invalid key request: {exc}", code="invalid_value")
+        except RecursionError:
+            return error_response(400, f"invalid key request: {TOO_DEEP}", code="invalid_json")
         key, secret = self._keys.create(
             spec.name,
             rpm=spec.rpm,

@@ -2,18 +2,21 @@
 
 1. declared body size, from Content-Length before the body is read (413 request_too_large)
 2. the caller's key (401)
-3. body size as read (413 request_too_large)
-4. the request's fields (400), its model (404 model_not_found), values against the model (400)
-5. the key's models (403 model_not_allowed)
-6. the key's requests/min, then tokens/min (429 + Retry-After)
-7. the key's requests in flight in this worker (429 concurrency_limit)
-8. the worker's admission queue (429 queue_full, 503 no_capacity after waiting)
+3. the key's requests in flight in this worker (429 concurrency_limit), before the body
+4. the key's requests/min (429 rate_limit_requests + Retry-After), before the body
+5. body size as read (413 request_too_large)
+6. the request's fields (400), its model (404 model_not_found), values against the model (400)
+7. the key's models (403 model_not_allowed)
+8. the key's tokens/min: the request's worst case is reserved (429 rate_limit_tokens)
+9. the worker's admission queue (429 queue_full, 503 no_capacity after waiting)
 
 Each check is a small method that returns a refusal (an OpenAI error response, counted in
-`deepfleet_rejected` by reason) or None; the two that find something (the caller, the
-fields) return it or a refusal. Steps 7 and 8 take a slot. A request refused after step 7
-gives its key's slot back (`leave_key`); a forwarded one gives both back through the callback
-`finisher` builds, which also queues its accounting (later.py).
+`deepfleet_rejected` by reason) or None; the ones that find something (the caller, the
+fields, the reservation) return it or a refusal. Step 3 takes the key's slot, 8 a share of
+its token budget, 9 an upstream slot. A request refused or failing after step 3 gives back
+what it holds (`give_back`); a forwarded one gives everything back through the callback
+`finisher` builds, once, whatever way it ends; its accounting (later.py) settles the
+reservation on the usage the engine reported.
 
 Everything here runs on every request: no await unless the request must queue, and a check
 makes no object unless it refuses (limits.py and auth.py give the measured reasons of their
@@ -95,10 +98,9 @@ class Admission:
             return self._reject("auth", who.status, who.message, code=who.code)
         return who
 
-    def body_size(self, body: bytes) -> Response | None:
-        return self._too_large() if len(body) > self.settings.max_body_bytes else None
-
     def fields(self, path: str, body: bytes) -> requests.Fields | Response:
+        if len(body) > self.settings.max_body_bytes:
+            return self._too_large()
         try:
             fields = requests.parse(path, body)
             entry = self.table.models.get(fields.model)
@@ -110,7 +112,7 @@ class Admission:
                     param="model",
                     code="model_not_found",
                 )
-            requests.check(fields, entry.max_model_len)
+            requests.check(fields, entry.max_model_len, self.settings.max_prompt_batch)
         except requests.RequestError as exc:
             return self._reject("invalid", 400, exc.message, param=exc.param, code=exc.code)
         return fields
@@ -140,13 +142,30 @@ class Admission:
             retry_after=v.retry_after_s,
         )
 
-    def tokens_per_minute(self, key: ApiKey | None) -> Response | None:
+    def tokens_per_minute(
+        self, key: ApiKey | None, fields: requests.Fields, body_bytes: int
+    ) -> int | Response:
+        """The tokens reserved for the request's worst case (0 without a tokens/min limit),
+        or the refusal when they do not fit in the key's bucket now."""
         if key is None or not key.tpm:
-            return None
-        self.later.run()  # usage of finished requests is debited before it is checked
-        v = self.buckets.take(key.id, "tpm", key.tpm, cost=0, need=1e-9)
+            return 0
+        self.later.run()  # usage of finished requests is settled before it is checked
+        entry = self.table.models.get(fields.model)
+        worst = requests.worst_case_tokens(
+            fields, body_bytes, entry.max_model_len if entry else None
+        )
+        if worst > key.tpm:
+            return self._reject(
+                "tpm",
+                429,
+                f"this request may use up to {worst} tokens, more than this API key's "
+                f"{key.tpm} tokens per minute: lower `max_tokens`, `n` or the prompt",
+                param="max_tokens",
+                code="rate_limit_tokens",
+            )
+        v = self.buckets.take(key.id, "tpm", key.tpm, cost=worst, need=max(worst, 1))
         if v.allowed:
-            return None
+            return worst
         return self._reject(
             "tpm",
             429,
@@ -155,8 +174,13 @@ class Admission:
             retry_after=v.retry_after_s,
         )
 
+    def _settle(self, key: ApiKey | None, tokens: int) -> None:
+        """Debit `tokens` more from the key's tokens/min bucket (a refund when negative)."""
+        if key is not None and key.tpm and tokens:
+            self.buckets.take(key.id, "tpm", key.tpm, cost=tokens, need=-1e18)
+
     def enter_key(self, key: ApiKey | None) -> Response | None:
-        """Take one of the key's slots in this worker (give it back with `leave_key`)."""
+        """Take one of the key's slots in this worker (`give_back` or the finisher returns it)."""
         limit = key.max_concurrent if key else None
         if self.concurrency.try_enter(key.id if key else "", limit):
             return None
@@ -168,65 +192,74 @@ class Admission:
             retry_after=1,
         )
 
-    def leave_key(self, key: ApiKey | None) -> None:
+    def give_back(self, key: ApiKey | None, reserved: int) -> None:
+        """What a request refused (or failing) after step 3 holds: its key's slot and the
+        tokens reserved for it."""
         self.concurrency.leave(key.id if key else "")
+        self._settle(key, -reserved)
 
-    async def queued(self, verdict: str, key: ApiKey | None) -> Response | None:
+    async def queued(self, verdict: str) -> Response | None:
         """After `queue.try_enter()` found no free slot (its `verdict`, "wait" or "full"):
-        None once a slot is taken, else the refusal, with the key's slot given back."""
-        try:
-            if verdict == "wait":
-                self.metrics.queue_depth.inc()
+        None once a slot is taken, else the refusal (the caller gives back what it holds)."""
+        if verdict == "wait":
+            self.metrics.queue_depth.inc()
+            try:
                 timed_out = await self.queue.wait()
+            finally:
                 self.metrics.queue_depth.dec()
-                if timed_out is None:
-                    return None
-                waited = self.settings.queue_timeout_s
-                refusal = self._reject(
-                    "no_capacity",
-                    503,
-                    f"no capacity: waited {waited:g}s for an upstream slot",
-                    code="no_capacity",
-                    retry_after=1,
-                )
-            else:
-                refusal = self._reject(
-                    "queue_full",
-                    429,
-                    "the gateway queue is full; retry shortly",
-                    code="queue_full",
-                    retry_after=1,
-                )
-        except BaseException:
-            self.leave_key(key)
-            raise
-        self.leave_key(key)
-        return refusal
+            if timed_out is None:
+                return None
+            waited = self.settings.queue_timeout_s
+            return self._reject(
+                "no_capacity",
+                503,
+                f"no capacity: waited {waited:g}s for an upstream slot",
+                code="no_capacity",
+                retry_after=1,
+            )
+        return self._reject(
+            "queue_full",
+            429,
+            "the gateway queue is full; retry shortly",
+            code="queue_full",
+            retry_after=1,
+        )
 
     # -- after admission ---------------------------------------------------------------------
-    def finisher(self, model: str, who: Principal, body_bytes: int) -> Callable[[Outcome], None]:
-        """The callback an admitted request calls once with its outcome: its admission slot
-        and its key's slot are given back at once; metrics and usage wait (later.py)."""
+    def finisher(
+        self, model: str, who: Principal, body_bytes: int, reserved: int
+    ) -> Callable[[Outcome], None]:
+        """The callback an admitted request calls with its outcome: the first call gives its
+        admission slot and its key's slot back at once, later calls do nothing; metrics and
+        usage wait (later.py)."""
         key = who.key
         key_id = key.id if key else ""
+        finished = False
 
         def done(outcome: Outcome) -> None:
+            nonlocal finished
+            if finished:
+                return
+            finished = True
             self.queue.leave()
             self.concurrency.leave(key_id)
-            self.later.add(self.account, model, who.name, key, body_bytes, outcome)
+            self.later.add(self.account, model, who.name, key, body_bytes, reserved, outcome)
 
         return done
 
     def account(
-        self, model: str, key_name: str, key: ApiKey | None, body_bytes: int, outcome: Outcome
+        self,
+        model: str,
+        key_name: str,
+        key: ApiKey | None,
+        body_bytes: int,
+        reserved: int,
+        outcome: Outcome,
     ) -> None:
-        """Metrics and tokens/min usage of a finished request."""
+        """Metrics of a finished request; its usage settles the tokens reserved for it."""
         self.metrics.finished(model, outcome.status, key_name).inc()
         prompt = outcome.prompt_tokens if outcome.prompt_tokens is not None else body_bytes // 4
         mm = self.metrics.of(model)
         mm.prompt_tokens.inc(prompt)
         mm.output_tokens.inc(outcome.output_tokens)
-        if key is not None and key.tpm:
-            self.buckets.take(
-                key.id, "tpm", key.tpm, cost=prompt + outcome.output_tokens, need=-1e18
-            )
+        self._settle(key, prompt + outcome.output_tokens - reserved)

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from deepfleet.gateway.admin import AdminRoutes
 from deepfleet.gateway.admission import Admission
 from deepfleet.gateway.asgi import GatewayASGI, Incoming
-from deepfleet.gateway.auth import Authenticator, AuthError
+from deepfleet.gateway.auth import Authenticator, AuthError, bearer_is
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.forwarding import Forwarding, routed
 from deepfleet.gateway.keys import KeyStore
@@ -132,7 +132,7 @@ class Gateway:
 
     async def prometheus(self, request: Request) -> Response:
         token = self.settings.metrics_token
-        if token and request.headers.get("authorization") != f"Bearer {token}":
+        if token and not bearer_is(request.headers.get("authorization"), token):
             return error_response(401, "/metrics needs the metrics token", code="unauthorized")
         self.later.run()
         return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4")
@@ -174,27 +174,34 @@ class Gateway:
         who = admission.key(request.authorization)
         if isinstance(who, Response):
             return who
-        body = await request.body(self.settings.max_body_bytes)
-        refusal = admission.body_size(body)
-        if refusal is not None:
-            return refusal
-        fields = admission.fields(path, body)
-        if isinstance(fields, Response):
-            return fields
         key = who.key
-        refusal = (
-            admission.key_models(who, fields.model)
-            or admission.requests_per_minute(key)
-            or admission.tokens_per_minute(key)
-        )
+        refusal = admission.enter_key(key)  # before the body: a busy key costs no read
         if refusal is not None:
             return refusal
-        refusal = admission.enter_key(key)
-        if refusal is not None:
-            return refusal
-        verdict = admission.queue.try_enter()
-        if verdict is not None:  # no free upstream slot: wait for one, or be refused
-            refusal = await admission.queued(verdict, key)
+        reserved = 0
+        admitted = False
+        try:  # from here every refusal or failure gives back the key's slot and reservation
+            refusal = admission.requests_per_minute(key)
             if refusal is not None:
                 return refusal
-        return await self.forwarding.forward(path, body, fields, who, started)
+            body = await request.body(self.settings.max_body_bytes)
+            fields = admission.fields(path, body)
+            if isinstance(fields, Response):
+                return fields
+            refusal = admission.key_models(who, fields.model)
+            if refusal is not None:
+                return refusal
+            tokens = admission.tokens_per_minute(key, fields, len(body))
+            if isinstance(tokens, Response):
+                return tokens
+            reserved = tokens
+            verdict = admission.queue.try_enter()
+            if verdict is not None:  # no free upstream slot: wait for one, or be refused
+                refusal = await admission.queued(verdict)
+                if refusal is not None:
+                    return refusal
+            admitted = True
+        finally:
+            if not admitted:
+                admission.give_back(key, reserved)
+        return await self.forwarding.forward(path, body, fields, who, started, reserved)

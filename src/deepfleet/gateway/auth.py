@@ -3,10 +3,16 @@
 The store is re-read only when its database changed (`KeyStore.version()`, checked on every
 request), so a key revoked from the CLI, the admin routes or another worker is refused by
 every worker at its next request.
+
+A key is found by the SHA-256 of the presented secret (a dict lookup): comparing digests of
+the caller's own guesses tells nothing about a stored secret, so no constant-time compare is
+needed there. Shared tokens compared as given (the metrics token) go through `bearer_is`,
+which uses `hmac.compare_digest`.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +37,11 @@ class AuthError:
     status: int
     message: str
     code: str
+
+
+def bearer_is(authorization: str | None, token: str) -> bool:
+    """Whether the header is `Bearer <token>`, compared in constant time."""
+    return hmac.compare_digest((authorization or "").encode(), f"Bearer {token}".encode())
 
 
 class Authenticator:

@@ -1,7 +1,9 @@
 """Forwarding: from an admitted request to the proxy's answer.
 
-An admitted request holds an admission slot and one of its key's slots (admission.py); the
-`done` callback gives both back once, with the request's outcome. Without a ready replica the
+An admitted request holds an admission slot, one of its key's slots and its tokens/min
+reservation (admission.py); the `done` callback gives them back once, with the request's
+outcome. `forward` calls it itself when routing, tokenizing or the proxy raises, or the client
+goes away before the proxy answered, so no failure leaks a slot. Without a ready replica the
 answer is 503 no_ready_replica. Otherwise the proxy (proxy.py) tries the model's ready
 replicas in the order its routing policy gives for this request.
 
@@ -12,6 +14,7 @@ along the decided order.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NamedTuple
@@ -82,25 +85,46 @@ class Forwarding:
         self.send = send
 
     async def forward(
-        self, path: str, body: bytes, fields: requests.Fields, who: Principal, started: float
+        self,
+        path: str,
+        body: bytes,
+        fields: requests.Fields,
+        who: Principal,
+        started: float,
+        reserved: int,
     ) -> Answer:
         """The answer to an admitted request; its slots are given back when it ends."""
         model = fields.model
-        done = self.admission.finisher(model, who, len(body))
-        endpoints = self.table.ready(model)
-        if not endpoints:
-            done(Outcome("503", 0, 0))
-            return error_response(
-                503,
-                f"no ready replica for model `{model}`; retry shortly",
-                code="no_ready_replica",
-                headers={"Retry-After": "1"},
+        done = self.admission.finisher(model, who, len(body), reserved)
+        try:
+            endpoints = self.table.ready(model)
+            if not endpoints:
+                done(Outcome("503", 0, 0))
+                return error_response(
+                    503,
+                    f"no ready replica for model `{model}`; retry shortly",
+                    code="no_ready_replica",
+                    headers={"Retry-After": "1"},
+                )
+            key = who.key
+            cap = tightest(
+                getattr(fields, "reasoning_cap", None),
+                key.reasoning_cap if key else None,
+                self.settings.reasoning_cap,
             )
-        key = who.key
-        cap = (
-            getattr(fields, "reasoning_cap", None)
-            or (key.reasoning_cap if key else None)
-            or self.settings.reasoning_cap
-        )
-        req = Forward(path, body, model, bool(fields.stream), who.name, cap, started)
-        return await self.send(req, endpoints, done)
+            req = Forward(path, body, model, bool(fields.stream), who.name, cap, started)
+            return await self.send(req, endpoints, done)
+        except BaseException as exc:  # re-raised, after the slots are given back
+            done(Outcome("499" if isinstance(exc, asyncio.CancelledError) else "500", None, 0))
+            raise
+
+
+def tightest(request: float | None, key: int | None, config: int | None) -> int | None:
+    """The effective reasoning cap: the smallest of those set (a request cannot raise the
+    cap its key or the gateway sets, only lower it); None when none is."""
+    cap = None if request is None else int(request)
+    if key is not None and (cap is None or key < cap):
+        cap = key
+    if config is not None and (cap is None or config < cap):
+        cap = config
+    return cap

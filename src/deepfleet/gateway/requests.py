@@ -1,5 +1,8 @@
 """What the gateway reads from a request, validated with msgspec: the routing fields and the
-few whose errors should not cost an engine round trip. Unknown fields pass through untouched."""
+few whose errors should not cost an engine round trip. Unknown fields pass through untouched.
+
+`worst_case_tokens` is what a request may cost a key's tokens/min budget at most; admission
+reserves it before forwarding (admission.py) and settles on the usage the engine reports."""
 
 from __future__ import annotations
 
@@ -57,15 +60,47 @@ def parse(path: str, body: bytes) -> Fields:
         raise RequestError(f"invalid request: {exc}", _param_of(str(exc))) from None
     except msgspec.DecodeError:
         raise RequestError("request body is not valid JSON", None, "invalid_json") from None
+    except RecursionError:  # msgspec's own depth limit on nested arrays/objects
+        raise RequestError(TOO_DEEP, None, "invalid_json") from None
     return fields
 
 
-def check(fields: Fields, max_model_len: int | None) -> None:
-    """Values the engine would refuse anyway, refused here without the round trip."""
-    if isinstance(fields, ChatFields) and not fields.messages:
-        raise RequestError("`messages` must hold at least one message", "messages")
-    if isinstance(fields, CompletionFields) and fields.prompt in ("", []):
+TOO_DEEP = "request body nests JSON arrays/objects too deeply"
+
+
+def prompt_batch(fields: Fields) -> int:
+    """How many prompts the request holds: a /v1/completions list of strings or of token-id
+    lists is a batch (each answered `n` times); one token-id list is one prompt."""
+    if isinstance(fields, CompletionFields) and isinstance(fields.prompt, list):
+        prompt = fields.prompt
+        return 1 if prompt and isinstance(prompt[0], int) else len(prompt)
+    return 1
+
+
+def worst_case_tokens(fields: Fields, body_bytes: int, max_model_len: int | None) -> int:
+    """Prompt tokens estimated as body bytes / 4, plus the most it may generate: `max_tokens`
+    (or the model's context length when absent; 0 when that is unknown too) times `n` times
+    the prompt batch."""
+    out = getattr(fields, "max_completion_tokens", None) or fields.max_tokens or max_model_len
+    if not out:
+        return body_bytes // 4
+    return body_bytes // 4 + int(out) * int(fields.n or 1) * prompt_batch(fields)
+
+
+def check(fields: Fields, max_model_len: int | None, max_prompts: int) -> None:
+    """Values the engine would refuse anyway, refused here without the round trip, and
+    prompt batches over `max_prompts` (their cost would dwarf a key's token budget)."""
+    if isinstance(fields, ChatFields):
+        if not fields.messages:
+            raise RequestError("`messages` must hold at least one message", "messages")
+        if fields.reasoning_cap is not None and fields.reasoning_cap < 0:
+            raise RequestError("`reasoning_cap` must be at least 0", "reasoning_cap")
+    elif fields.prompt in ("", []):
         raise RequestError("`prompt` must not be empty", "prompt")
+    elif (batch := prompt_batch(fields)) > max_prompts:
+        raise RequestError(
+            f"`prompt` holds {batch} prompts; at most {max_prompts} per request", "prompt"
+        )
     for name in ("n", "max_tokens", "max_completion_tokens", "reasoning_cap"):
         value = getattr(fields, name, None)
         if value is not None and (isinstance(value, float) and not value.is_integer()):

@@ -76,6 +76,7 @@ def worker_settings(spec: GatewaySpec, state_file: Path) -> WorkerSettings:
             queue_timeout_s=a.queue_timeout_s,
             allowed_hosts=tuple(spec.allowed_hosts),
             stall_timeout_s=spec.stall_timeout_s,
+            max_prompt_batch=spec.max_prompt_batch,
         ),
         edge=EdgeSettings(
             head_timeout_s=spec.head_timeout_s,

@@ -41,6 +41,8 @@ class GatewaySettings:
     """Longest silence of an engine after a stream's first bytes before the stream migrates."""
     allowed_hosts: tuple[str, ...] = ()
     """Host header names accepted besides loopback names and IP literals ("*": any)."""
+    max_prompt_batch: int = 64
+    """Most prompts in one /v1/completions request (a list `prompt`); more are answered 400."""
 
 
 @dataclass(frozen=True)

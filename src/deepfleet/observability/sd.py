@@ -12,6 +12,7 @@ target stays listed through the restart and the engine-down alert can fire.
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -71,7 +72,8 @@ def sd_targets(state: FleetState) -> list[dict[str, object]]:
 
 
 def _authorized(request: Request, token: str | None) -> bool:
-    return token is None or request.headers.get("authorization") == f"Bearer {token}"
+    given = (request.headers.get("authorization") or "").encode()
+    return token is None or hmac.compare_digest(given, f"Bearer {token}".encode())
 
 
 def _unauthorized() -> Response:
