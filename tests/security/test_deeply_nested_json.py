@@ -20,7 +20,8 @@ async def test_deeply_nested_body_is_400(rig: Rig) -> None:
     }
     async with aiohttp.ClientSession() as s:
         for path, data in bodies.items():
-            async with s.post(rig.url + path, data=data) as r:
+            headers = {"Content-Type": "application/json"}
+            async with s.post(rig.url + path, data=data, headers=headers) as r:
                 assert r.status == 400, path
                 error = json.loads(await r.read())["error"]
                 assert error["type"] == "invalid_request_error"
