@@ -29,6 +29,7 @@ from deepfleet.fleet.files import (
 )
 from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.launcher import Launcher, LocalLauncher, ReplicaRunner
+from deepfleet.fleet.process import pid_start_time
 from deepfleet.fleet.state import (
     STATE_FILE,
     FleetState,
@@ -136,6 +137,7 @@ class Controller:
         self._node_poll_s = node_poll_s
         self.state = FleetState(
             controller_pid=os.getpid(),
+            controller_start=pid_start_time(os.getpid()),
             gateway_url=gw_url,
             models=[model_route(m, plans) for m in cfg.models],
             cluster=self.launcher.name,
