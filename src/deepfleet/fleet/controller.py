@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
@@ -23,6 +23,7 @@ from deepfleet.engines.base import LaunchSpec
 from deepfleet.engines.offload import offload_plans, store_url
 from deepfleet.fleet.files import (
     atomic_write,
+    engine_api_key,
     kv_store_password,
     log_file,
     private_dir,
@@ -132,6 +133,9 @@ class Controller:
         )
         for note in self.notes:
             log.warning("%s", note)
+        # Engines answer /v1/* only with the fleet's key, which the gateway sends.
+        key = engine_api_key(state_dir)
+        plans = [replace(p, api_key=key) for p in plans]
         gw_url = local_url(cfg.gateway.host, cfg.gateway.port)
         self.launcher: Launcher = launcher or LocalLauncher()
         self._node_poll_s = node_poll_s

@@ -58,7 +58,10 @@ class Gateway:
         self.auth = Authenticator(keys)
         self.admission = Admission(table, self.auth, buckets, settings, metrics, self.later)
         pool = UpstreamPool(
-            settings.connect_timeout_s, settings.read_timeout_s, on_sent=self.later.run
+            settings.connect_timeout_s,
+            settings.read_timeout_s,
+            on_sent=self.later.run,
+            engine_key=settings.engine_key,
         )
         self.proxy = Proxy(table, metrics, self.later, pool)
         self.routing = routed(routing, self.proxy)

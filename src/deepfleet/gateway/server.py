@@ -35,6 +35,7 @@ from uvicorn.supervisors import Multiprocess
 
 from deepfleet.config.kvcache import read_routing_spec
 from deepfleet.config.schema import GatewaySpec
+from deepfleet.fleet.files import read_engine_key
 from deepfleet.gateway.app import Gateway
 from deepfleet.gateway.asgi import GatewayASGI
 from deepfleet.gateway.keys import KeyStore
@@ -69,6 +70,7 @@ def worker_settings(spec: GatewaySpec, state_file: Path) -> WorkerSettings:
             max_body_bytes=spec.max_body_bytes,
             read_timeout_s=spec.read_timeout_s,
             metrics_token=spec.metrics_token,
+            engine_key=read_engine_key(state_file.parent),
             reasoning_cap=spec.reasoning_cap,
             max_in_flight=a.max_in_flight,
             max_queue=a.max_queue,
