@@ -20,6 +20,7 @@ LOGS_DIR = "logs"
 KV_PASSWORD_FILE = "kv_store_password"
 KV_STORE_CONF = "kv_store.conf"
 ENGINE_KEY_FILE = "engine_api_key"
+METRICS_TOKEN_FILE = "metrics_token"
 
 
 def private_dir(path: Path) -> Path:
@@ -86,6 +87,12 @@ def engine_api_key(state_dir: Path) -> str:
     read from the state dir's 0600 engine_api_key, generated there on first use, so nobody
     who reaches an engine's port can use it around the gateway's keys and limits."""
     return _secret(state_dir, ENGINE_KEY_FILE)
+
+
+def metrics_token(state_dir: Path) -> str:
+    """A generated metrics token for a gateway on a non-loopback address whose config sets
+    none: the state dir's 0600 metrics_token, made on first use (Prometheus reads it there)."""
+    return _secret(state_dir, METRICS_TOKEN_FILE)
 
 
 def read_engine_key(state_dir: Path) -> str | None:

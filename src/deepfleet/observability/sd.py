@@ -12,6 +12,7 @@ target stays listed through the restart and the engine-down alert can fire.
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -71,7 +72,10 @@ def sd_targets(state: FleetState) -> list[dict[str, object]]:
 
 
 def _authorized(request: Request, token: str | None) -> bool:
-    return token is None or request.headers.get("authorization") == f"Bearer {token}"
+    if token is None:
+        return True
+    sent = request.headers.get("authorization", "").encode()
+    return hmac.compare_digest(sent, f"Bearer {token}".encode())
 
 
 def _unauthorized() -> Response:
