@@ -44,6 +44,17 @@ def test_detach_then_down(tmp_path: Path) -> None:
         },
     )
     assert r.status_code == 200 and "Paris" in r.json()["choices"][0]["text"]
+    # The engine's own port refuses the same request without the fleet's engine key (only
+    # the gateway holds it), and never shows the key on its command line.
+    engine = st["replicas"][0]  # type: ignore[index]
+    direct = httpx.post(
+        engine["endpoint"] + "/v1/completions",
+        timeout=60,
+        json={"model": MODEL, "prompt": "The capital of France is", "max_tokens": 3},
+    )
+    assert direct.status_code == 401, direct.text
+    key = (tmp_path / "engine_api_key").read_text().strip()
+    assert key not in " ".join(psutil.Process(int(engine["pid"])).cmdline())
     # A second `up` on the same state dir is refused with a clear message.
     again = cli("up", "--state-dir", str(tmp_path), "--port", str(free_port()))
     assert again.returncode == 1 and "already running" in again.stderr

@@ -17,7 +17,7 @@ from deepfleet.fleet.controller import Controller
 from deepfleet.fleet.events import ControllerKilled, FleetEvent, Serving, Stopped
 from deepfleet.fleet.lifecycle import FleetAlreadyRunning, down, fleet_groups, fleet_lock, serve
 from deepfleet.fleet.model_paths import model_paths
-from deepfleet.fleet.process import pid_alive
+from deepfleet.fleet.process import pid_alive, pid_start_time
 from deepfleet.fleet.state import STATE_FILE, FleetState, ReplicaState, ReplicaStatus, write_state
 from tests.fleet.test_supervisor import group_alive
 
@@ -29,7 +29,9 @@ ENGINE = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c',
 
 
 def status(rid: str, pid: int | None) -> ReplicaStatus:
-    return ReplicaStatus(rid, "m", "vllm", "http://x", ReplicaState.READY, pid=pid)
+    return ReplicaStatus(
+        rid, "m", "vllm", "http://x", ReplicaState.READY, pid=pid, pid_start=pid_start_time(pid)
+    )
 
 
 @pytest.fixture
@@ -75,7 +77,12 @@ def test_down_stops_the_controller_then_kills_left_groups(
     controller = spawn(spawned, SLEEPER)
     engine = spawn(spawned, ENGINE)
     time.sleep(0.5)  # the engine's child exists
-    state = FleetState(controller.pid, "http://gw", replicas=[status("m-0", engine.pid)])
+    state = FleetState(
+        controller.pid,
+        "http://gw",
+        replicas=[status("m-0", engine.pid)],
+        controller_start=pid_start_time(controller.pid),
+    )
     write_state(tmp_path / STATE_FILE, state)
     events: list[FleetEvent] = []
     assert down(tmp_path, 0.5, events.append, poll_s=0.05) is True
@@ -90,7 +97,8 @@ def test_down_kills_a_controller_that_ignores_sigterm(
 ) -> None:
     controller = spawn(spawned, STUBBORN)
     time.sleep(0.5)  # its handler is installed
-    write_state(tmp_path / STATE_FILE, FleetState(controller.pid, "http://gw"))
+    state = FleetState(controller.pid, "http://gw", controller_start=pid_start_time(controller.pid))
+    write_state(tmp_path / STATE_FILE, state)
     events: list[FleetEvent] = []
     assert down(tmp_path, 0.3, events.append, poll_s=0.05) is True
     assert events == [ControllerKilled(controller.pid, 0.3), Stopped()]

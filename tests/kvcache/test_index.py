@@ -152,7 +152,7 @@ def test_decodes_vllms_own_encoding() -> None:
         ],
         data_parallel_rank=0,
     )  # fmt: skip
-    ts, events = decode(msgspec.msgpack.encode(batch))
+    ts, events, _ = decode(msgspec.msgpack.encode(batch))
     assert ts == 1.5 and [type(e).__name__ for e in events] == [
         "BlockStored", "BlockRemoved", "AllBlocksCleared"
     ]  # fmt: skip

@@ -50,7 +50,10 @@ def run_doctor(cfg: FleetConfig, state_dir: Path) -> list[Finding]:
             findings += judge_node(collect("local", exp.paths), exp)
     else:
         findings += judge_node(collect("local", exp.paths), exp)
-    return findings + port_findings(cfg)
+    from deepfleet.fleet.doctor.exposure import exposure_findings
+
+    exposure = exposure_findings(state_dir, cfg.gateway.host, cfg.gateway.port)
+    return findings + port_findings(cfg) + exposure
 
 
 def doctor(

@@ -55,6 +55,8 @@ class ReplicaPlan:
     engine_defaults: dict[str, Any] = field(default_factory=dict)
     # Environment this replica needs unless the config's engine_env says otherwise.
     env_defaults: dict[str, str] = field(default_factory=dict)
+    # The key the engine requires on its API (only the gateway holds it); None: open.
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:

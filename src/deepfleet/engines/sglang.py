@@ -106,4 +106,6 @@ class SglangAdapter:
         args = {**_hints(plan), **m.engine_args}
         off = {"--no-" + k.replace("_", "-") for k, v in args.items() if v is False}
         argv = [a for a in override_flags(argv, engine_flags(args)) if a not in off]
+        if plan.api_key:  # SGLang reads it from no environment variable
+            argv += ["--api-key", plan.api_key]
         return LaunchSpec(argv=argv, env={**plan.env_defaults, **m.engine_env})

@@ -164,4 +164,6 @@ class VllmAdapter:
                 env["VLLM_CPU_OMP_THREADS_BIND"] = plan.cpu_threads
         env.update(plan.env_defaults)
         env.update(m.engine_env)
+        if plan.api_key:  # the environment, not --api-key: argv is public in `ps`
+            env["VLLM_API_KEY"] = plan.api_key
         return LaunchSpec(argv=argv, env=env)

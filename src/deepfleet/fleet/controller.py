@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from deepfleet.config.kvcache import KV_ROUTING_FILE, KvRoutingSpec
@@ -23,12 +23,14 @@ from deepfleet.engines.base import LaunchSpec
 from deepfleet.engines.offload import offload_plans, store_url
 from deepfleet.fleet.files import (
     atomic_write,
+    engine_api_key,
     kv_store_password,
     log_file,
     private_dir,
 )
 from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.launcher import Launcher, LocalLauncher, ReplicaRunner
+from deepfleet.fleet.process import pid_start_time
 from deepfleet.fleet.state import (
     STATE_FILE,
     FleetState,
@@ -152,6 +154,7 @@ class Controller:
         self._node_poll_s = node_poll_s
         self.state = FleetState(
             controller_pid=os.getpid(),
+            controller_start=pid_start_time(os.getpid()),
             gateway_url=gw_url,
             models=[model_route(m, plans) for m in cfg.models],
             cluster=self.launcher.name,
@@ -219,7 +222,9 @@ class Controller:
             if note not in self.notes:
                 self.notes.append(note)
                 log.warning("%s", note)
-        return plans
+        # Engines answer /v1/* only with the fleet's key, which the gateway sends.
+        key = engine_api_key(state_dir)
+        return [replace(p, api_key=key) for p in plans]
 
     def add_replica(self, plan: ReplicaPlan, generation: int = 0) -> ReplicaStatus:
         """Supervise one more replica (started at once when the fleet runs)."""

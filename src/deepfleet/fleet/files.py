@@ -19,6 +19,8 @@ PRIVATE_FILE = 0o600
 LOGS_DIR = "logs"
 KV_PASSWORD_FILE = "kv_store_password"
 KV_STORE_CONF = "kv_store.conf"
+ENGINE_KEY_FILE = "engine_api_key"
+METRICS_TOKEN_FILE = "metrics_token"
 
 
 def private_dir(path: Path) -> Path:
@@ -77,11 +79,35 @@ def log_file(state_dir: Path, name: str) -> Path:
 def kv_store_password(state_dir: Path) -> str:
     """The password of the fleet's own Redis store: read from the state dir's 0600
     kv_store_password, generated there on first use."""
-    path = private_dir(state_dir) / KV_PASSWORD_FILE
+    return _secret(state_dir, KV_PASSWORD_FILE)
+
+
+def engine_api_key(state_dir: Path) -> str:
+    """The key the fleet's engines require on their API (/v1/*) and only the gateway sends:
+    read from the state dir's 0600 engine_api_key, generated there on first use, so nobody
+    who reaches an engine's port can use it around the gateway's keys and limits."""
+    return _secret(state_dir, ENGINE_KEY_FILE)
+
+
+def metrics_token(state_dir: Path) -> str:
+    """A generated metrics token for a gateway on a non-loopback address whose config sets
+    none: the state dir's 0600 metrics_token, made on first use (Prometheus reads it there)."""
+    return _secret(state_dir, METRICS_TOKEN_FILE)
+
+
+def read_engine_key(state_dir: Path) -> str | None:
+    """The engines' key for the gateway to send, or None when the fleet has none."""
+    with contextlib.suppress(FileNotFoundError):
+        return (state_dir / ENGINE_KEY_FILE).read_text().strip() or None
+    return None
+
+
+def _secret(state_dir: Path, name: str) -> str:
+    path = private_dir(state_dir) / name
     with contextlib.suppress(FileNotFoundError):
         text = path.read_text().strip()
         if text:
             return text
-    password = secrets.token_hex(32)
-    atomic_write(path, password + "\n")
-    return password
+    secret = secrets.token_hex(32)
+    atomic_write(path, secret + "\n")
+    return secret

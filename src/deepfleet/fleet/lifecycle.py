@@ -39,7 +39,7 @@ from deepfleet.fleet.events import (
 from deepfleet.fleet.kv_store import kv_store_service
 from deepfleet.fleet.launcher import build_launcher
 from deepfleet.fleet.model_paths import model_paths
-from deepfleet.fleet.process import pid_alive, signal_group
+from deepfleet.fleet.process import pid_alive, same_process, signal_group
 from deepfleet.fleet.readiness import (
     FleetNotReady,
     FleetStartFailed,
@@ -210,9 +210,13 @@ def up_detached(
 def fleet_groups(state: FleetState) -> list[int]:
     """The process groups a fleet's controller started on this machine. In cluster mode
     replicas run on other nodes; Ray and each engine's guard end them."""
+    return [pid for pid, _ in _recorded_groups(state)]
+
+
+def _recorded_groups(state: FleetState) -> list[tuple[int, int | None]]:
     local = state.replicas if state.cluster == "local" else []
     gateway = [state.gateway] if state.gateway else []
-    return [r.pid for r in [*gateway, *local, *state.services] if r.pid]
+    return [(r.pid, r.pid_start) for r in [*gateway, *local, *state.services] if r.pid]
 
 
 def down(
@@ -224,20 +228,28 @@ def down(
 ) -> bool:
     """Stop the fleet of `state_dir`: SIGTERM its controller, wait up to `timeout_s` for it
     and its processes, SIGKILL the controller if it is still there, then kill every group
-    the state names. False when nothing of it was running (no state, or a stale one)."""
+    the state names. False when nothing of it was running (no state, or a stale one).
+
+    Only processes that are still the ones fleet.json recorded (same pid AND start time,
+    checked before any signal) are touched: a stale file's pids may belong to other
+    programs now. A checked group may be killed after its leader exits: its number cannot
+    be given to another process while any member of the group lives."""
     state = read_state(state_dir / STATE_FILE)
     if state is None:
         return False
-    controller, groups = state.controller_pid, fleet_groups(state)
-    if not pid_alive(controller) and not any(pid_alive(p) for p in groups):
+    controller = state.controller_pid
+    ours = same_process(controller, state.controller_start)
+    groups = [pid for pid, start in _recorded_groups(state) if same_process(pid, start)]
+    if not ours and not groups:
         return False
-    if pid_alive(controller):
+    if ours:
         with contextlib.suppress(ProcessLookupError):
             os.kill(controller, signal.SIGTERM)
+    mine = [controller] if ours else []
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(pid_alive(p) for p in [controller, *groups]):
+    while time.monotonic() < deadline and any(pid_alive(p) for p in [*mine, *groups]):
         time.sleep(poll_s)
-    if pid_alive(controller):
+    if ours and same_process(controller, state.controller_start):
         on_event(ControllerKilled(controller, timeout_s))
         with contextlib.suppress(ProcessLookupError):
             os.kill(controller, signal.SIGKILL)

@@ -5,6 +5,11 @@ in a new session lets one killpg reach all of them, so nothing is left behind. `
 is the one way deepfleet signals such a tree: the supervisor's stop and `deepfleet down` (for
 groups a dead controller left behind) both use it. A group is named by its leader's pid, so
 it is reached even when the leader is gone and its children were re-parented.
+
+A pid alone does not name a process for long: after a crash or a reboot, fleet.json may name
+pids the kernel has since given to other programs. So each pid is recorded with its start time
+(`pid_start_time`, field 22 of /proc/<pid>/stat: clock ticks after boot), and `same_process`
+checks both before anything is signalled.
 """
 
 from __future__ import annotations
@@ -35,6 +40,23 @@ def pid_alive(pid: int | None) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def pid_start_time(pid: int | None) -> int | None:
+    """When `pid` started (clock ticks after boot), or None when it is gone or unreadable."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process(pid: int | None, started: int | None) -> bool:
+    """True when `pid` runs and is the process recorded with start time `started`. A pid
+    recorded without a start time cannot be told from a stranger: False."""
+    return started is not None and pid_alive(pid) and pid_start_time(pid) == started
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -39,6 +39,7 @@ class ReplicaStatus:
     url: str
     state: ReplicaState = ReplicaState.STARTING
     pid: int | None = None
+    pid_start: int | None = None  # the pid's start time (fleet.process.pid_start_time)
     started_at: float | None = None
     ready_at: float | None = None
     restarts: int = 0
@@ -119,6 +120,7 @@ class FleetState:
     cluster: str = "local"
     nodes: list[NodeStatus] = field(default_factory=list)
     apply: ApplyStatus | None = None
+    controller_start: int | None = None  # the controller's start time (pid_start_time)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +139,7 @@ class FleetState:
             cluster=data.get("cluster", "local"),
             nodes=[NodeStatus(**n) for n in data.get("nodes", [])],
             apply=ApplyStatus(**data["apply"]) if data.get("apply") else None,
+            controller_start=data.get("controller_start"),
         )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deepfleet.engines.base import LaunchSpec
-from deepfleet.fleet.process import ManagedProcess
+from deepfleet.fleet.process import ManagedProcess, pid_start_time
 from deepfleet.fleet.state import ReplicaState, ReplicaStatus
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,11 @@ class Supervisor:
                 reason = f"could not start: {exc}"
             else:
                 self._set(
-                    ReplicaState.STARTING, pid=proc.pid, started_at=time.time(), ready_at=None
+                    ReplicaState.STARTING,
+                    pid=proc.pid,
+                    pid_start=pid_start_time(proc.pid),
+                    started_at=time.time(),
+                    ready_at=None,
                 )
                 exited = asyncio.ensure_future(proc.wait())
                 failed = await self._wait_ready(exited)
@@ -103,12 +107,13 @@ class Supervisor:
                 ReplicaState.RESTARTING,
                 last_exit=reason,
                 pid=None,
+                pid_start=None,
                 restarts=self.status.restarts + 1,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), backoff)
             backoff = min(backoff * 2, self._policy.backoff_max_s)
-        self._set(ReplicaState.STOPPED, pid=None)
+        self._set(ReplicaState.STOPPED, pid=None, pid_start=None)
 
     async def _wait_ready(self, exited: asyncio.Future[int]) -> str | None:
         """None when healthy; otherwise why it never became healthy."""

@@ -60,7 +60,10 @@ class Gateway:
         self.auth = Authenticator(keys)
         self.admission = Admission(table, self.auth, buckets, settings, metrics, self.later)
         pool = UpstreamPool(
-            settings.connect_timeout_s, settings.read_timeout_s, on_sent=self.later.run
+            settings.connect_timeout_s,
+            settings.read_timeout_s,
+            on_sent=self.later.run,
+            engine_key=settings.engine_key,
         )
         migrator = Migrator(
             table, pool, metrics, settings.migration_limit, settings.stall_timeout_s

@@ -67,8 +67,27 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_files(path: Path) -> None:
+    """Create the database 0600 before SQLite opens it (SQLite gives its -wal, -shm and
+    -journal files the database's mode), and tighten any of them left by an older version:
+    they hold key hashes and usage."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
+
+
 def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the SQLite database `path` (created private, WAL mode)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    private_files(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -80,7 +99,6 @@ class KeyStore:
         self.path = path
         self._db = connect(path)
         self._db.executescript(SCHEMA)
-        path.chmod(0o600)
         self._writes = 0
         self._shm: int | None = None
         # The WAL index exists once a connection has used the database in WAL mode (above).

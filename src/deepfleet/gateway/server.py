@@ -35,6 +35,7 @@ from uvicorn.supervisors import Multiprocess
 
 from deepfleet.config.kvcache import read_routing_spec
 from deepfleet.config.schema import GatewaySpec
+from deepfleet.fleet.files import METRICS_TOKEN_FILE, metrics_token, read_engine_key
 from deepfleet.gateway.app import Gateway
 from deepfleet.gateway.asgi import GatewayASGI
 from deepfleet.gateway.httpserver import EdgeConfig
@@ -70,6 +71,7 @@ def worker_settings(spec: GatewaySpec, state_file: Path) -> WorkerSettings:
             max_body_bytes=spec.max_body_bytes,
             read_timeout_s=spec.read_timeout_s,
             metrics_token=spec.metrics_token,
+            engine_key=read_engine_key(state_file.parent),
             reasoning_cap=spec.reasoning_cap,
             max_in_flight=a.max_in_flight,
             max_queue=a.max_queue,
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         host = "127.0.0.1"
-    settings = with_bind_host(settings, host)
+    settings = guard_metrics(with_bind_host(settings, host), host)
     relay: EventRelay | None = None
     if args.workers > 1:
         # One /metrics for all workers: prometheus-client's multiprocess mode.
@@ -177,6 +179,27 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if relay is not None:
             relay.stop()
+
+
+def guard_metrics(settings: WorkerSettings, host: str) -> WorkerSettings:
+    """/metrics (key names) and /sd/targets (engine addresses) need the metrics token on a
+    non-loopback address: one the config does not set is generated into the state dir's
+    0600 metrics_token. No token and none can be written: the gateway does not start."""
+    if is_loopback(host) or settings.gateway.metrics_token:
+        return settings
+    state_dir = settings.state_file.parent
+    try:
+        token = metrics_token(state_dir)
+    except OSError as exc:
+        sys.exit(f"gateway.metrics_token is not set and {host} is not loopback: set it ({exc})")
+    print(
+        f"NOTE: /metrics and /sd/targets on {host} need a token; generated one into "
+        f"{state_dir / METRICS_TOKEN_FILE} (or set gateway.metrics_token).",
+        file=sys.stderr,
+        flush=True,
+    )
+    gateway = dataclasses.replace(settings.gateway, metrics_token=token)
+    return dataclasses.replace(settings, gateway=gateway)
 
 
 def uvicorn_config(

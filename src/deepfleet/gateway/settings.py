@@ -26,6 +26,8 @@ class GatewaySettings:
     """How often the endpoint table looks at the fleet state file."""
     metrics_token: str | None = None
     """Bearer token that /metrics requires; None: /metrics is open."""
+    engine_key: str | None = field(default=None, repr=False)
+    """Bearer token the engines require on /v1/* (the fleet's engine_api_key); None: none."""
     reasoning_cap: int | None = None
     """Cap on thinking tokens when neither the request nor its key sets one."""
     max_in_flight: int = 1024

@@ -239,7 +239,9 @@ class UpstreamPool:
         connect_timeout: float,
         read_timeout: float,
         on_sent: Callable[[], None] | None = None,
+        engine_key: str | None = None,
     ) -> None:
+        self.auth = b"Authorization: Bearer %s\r\n" % engine_key.encode() if engine_key else b""
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.on_sent = on_sent
@@ -254,7 +256,7 @@ class UpstreamPool:
             key = (u.hostname or "127.0.0.1", u.port or 80)
             head = (
                 b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-                b"Content-Length: " % (path.encode(), key[0].encode(), key[1])
+                b"%sContent-Length: " % (path.encode(), key[0].encode(), key[1], self.auth)
             )
             target = self._targets[(url, path)] = (key, head)
         return target

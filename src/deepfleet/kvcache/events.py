@@ -6,6 +6,11 @@ is an array [ts, events, data_parallel_rank]; each event is a map tagged by `typ
 fields routing needs are declared (msgspec skips the others), and an event type this module
 does not know is skipped, so newer engines stay readable.
 
+Every message is validated before it touches the index (the events port is a network input):
+a batch that does not decode, or an event of a known type whose fields break the constraints
+below (a `block_size` of 0 would divide by zero in the index), is dropped and counted
+(`StreamStats.invalid`, and `on_invalid` for the Prometheus counter); the stream goes on.
+
 Sequence numbers count batches from 0 per publisher. A number beyond the expected one is a gap
 (lost batches): the stream asks for a resync. A number below it means the publisher started
 again (engine restart): the replica's entries are dropped and counting starts over.
@@ -17,13 +22,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from deepfleet.kvcache.index import EngineHash, KvIndex
 
 END_SEQ = -1  # the replay endpoint's end-of-replay marker
+MAX_BLOCK_SIZE = 1 << 16  # vLLM's block sizes are 1..256 tokens; far larger is not an engine
+
+BlockSize = Annotated[int, msgspec.Meta(ge=1, le=MAX_BLOCK_SIZE)]
+TokenId = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class EventBatch(msgspec.Struct, array_like=True, gc=False):
@@ -35,8 +44,8 @@ class EventBatch(msgspec.Struct, array_like=True, gc=False):
 class BlockStored(msgspec.Struct, tag=True, gc=False):
     block_hashes: list[EngineHash]
     parent_block_hash: EngineHash | None
-    token_ids: list[int]
-    block_size: int
+    token_ids: list[TokenId]
+    block_size: BlockSize
     lora_id: int | None = None
     medium: str | None = None
     lora_name: str | None = None
@@ -52,21 +61,36 @@ class AllBlocksCleared(msgspec.Struct, tag=True, gc=False):
     pass
 
 
+class _Tagged(msgspec.Struct, gc=False):
+    type: str = ""
+
+
 Event = BlockStored | BlockRemoved | AllBlocksCleared
+KNOWN_TYPES = frozenset({"BlockStored", "BlockRemoved", "AllBlocksCleared"})
 _batch = msgspec.msgpack.Decoder(EventBatch)
 _event = msgspec.msgpack.Decoder(Event)
+_tag = msgspec.msgpack.Decoder(_Tagged)
 
 
-def decode(payload: bytes) -> tuple[float, list[Event]]:
-    """A batch's timestamp and its events of known types."""
+def decode(payload: bytes) -> tuple[float, list[Event], int]:
+    """A batch's timestamp, its valid events of known types, and how many events of known
+    types were invalid. Raises msgspec.DecodeError for a batch that is not one."""
     batch = _batch.decode(payload)
     events: list[Event] = []
+    invalid = 0
     for raw in batch.events:
         try:
             events.append(_event.decode(raw))
-        except msgspec.ValidationError:
-            continue  # an event type newer than this reader
-    return batch.ts, events
+        except msgspec.DecodeError:
+            invalid += _is_known(raw)  # else an event type newer than this reader
+    return batch.ts, events, invalid
+
+
+def _is_known(raw: msgspec.Raw) -> bool:
+    try:
+        return _tag.decode(raw).type in KNOWN_TYPES
+    except msgspec.DecodeError:
+        return True  # not even a tagged map
 
 
 def seq_of(frame: bytes) -> int:
@@ -97,6 +121,7 @@ class StreamStats:
     gaps: int = 0
     restarts: int = 0
     skipped: int = 0  # blocks with LoRA or extra keys: not matchable from tokens alone
+    invalid: int = 0  # batches that did not decode and events that broke the constraints
 
 
 class EventStreams:
@@ -108,12 +133,14 @@ class EventStreams:
         index: KvIndex,
         clock: Callable[[], float] = time.time,
         on_lag: Callable[[float], None] | None = None,
+        on_invalid: Callable[[str, int], None] | None = None,
     ) -> None:
         self.index = index
         self.streams: dict[str, Stream] = {}
         self.stats = StreamStats()
         self._clock = clock
         self._on_lag = on_lag
+        self._on_invalid = on_invalid
 
     def stream(self, replica: str) -> Stream:
         s = self.streams.get(replica)
@@ -202,9 +229,12 @@ class EventStreams:
     def _apply(self, s: Stream, seq: int, payload: bytes) -> None:
         s.expected = seq + 1
         try:
-            ts, events = decode(payload)
+            ts, events, invalid = decode(payload)
         except msgspec.DecodeError:
+            self._invalid(s.replica, 1)
             return
+        if invalid:
+            self._invalid(s.replica, invalid)
         s.last_ts = ts
         self.stats.batches += 1
         self.stats.events += len(events)
@@ -227,6 +257,11 @@ class EventStreams:
                 index.removed(s.replica, event.block_hashes)
             else:  # keeps what was sent after the batch's time
                 index.cleared(s.replica, before=ts)
+
+    def _invalid(self, replica: str, count: int) -> None:
+        self.stats.invalid += count
+        if self._on_invalid is not None:
+            self._on_invalid(replica, count)
 
 
 def _has_extra_keys(event: BlockStored) -> bool:

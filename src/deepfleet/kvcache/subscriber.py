@@ -12,6 +12,10 @@ Gaps (seen through sequence numbers) are closed by a resync, in order of prefere
 2. reset: POST /reset_prefix_cache (vLLM's dev-mode route; the simulator has it): the engine
    drops its prefix cache and publishes AllBlocksCleared, so both sides start empty;
 3. forget: the index drops the replica's blocks and learns again from new BlockStored events.
+
+A reader that dies on an unexpected error is started again (a fresh socket, after a backoff
+that doubles up to READER_BACKOFF_MAX_S, logged), so one bad message never silently ends KV
+routing for the gateway's life; `reader_restarts` counts it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from deepfleet.kvcache.events import END_SEQ, EventStreams, Verdict, seq_of
 
 log = logging.getLogger(__name__)
 REPLAY_TIMEOUT_S = 2.0
+READER_BACKOFF_S = 0.05
+READER_BACKOFF_MAX_S = 5.0
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
 
@@ -142,14 +148,27 @@ class EventSubscriber:
         self._wanted: dict[str, Publisher] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._resyncs: dict[str, asyncio.Task[str]] = {}
+        self.reader_restarts = 0
 
     async def start(self) -> None:
-        if self._relay is not None:
-            sock = self._context.socket(zmq.SUB)
-            sock.setsockopt(zmq.SUBSCRIBE, b"")
-            sock.setsockopt(zmq.RCVHWM, 0)
-            sock.connect(self._relay)
-            self._tasks[""] = asyncio.create_task(self._read(sock, None), name="kv-relay")
+        relay = self._relay
+        if relay is not None:
+
+            def connect() -> zmq.asyncio.Socket:
+                sock = self._sub_socket()
+                sock.connect(relay)
+                return sock
+
+            self._tasks[""] = asyncio.create_task(
+                self._keep_reading(connect, None), name="kv-relay"
+            )
+
+    def _sub_socket(self) -> zmq.asyncio.Socket:
+        sock = self._context.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.LINGER, 0)
+        return sock
 
     def set_publishers(self, publishers: list[Publisher]) -> None:
         """Bind new publishers, close removed ones (a relay binds for us: then only the URLs
@@ -168,10 +187,7 @@ class EventSubscriber:
             if replica in self._publishers:
                 continue
             if self._relay is None:
-                sock = self._context.socket(zmq.SUB)
-                sock.setsockopt(zmq.SUBSCRIBE, b"")
-                sock.setsockopt(zmq.RCVHWM, 0)
-                sock.setsockopt(zmq.LINGER, 0)
+                sock = self._sub_socket()
                 try:
                     sock.bind(publisher.endpoint)
                 except zmq.ZMQError as exc:
@@ -179,7 +195,8 @@ class EventSubscriber:
                     log.warning("cannot bind %s for %s yet: %s", publisher.endpoint, replica, exc)
                     continue
                 self._tasks[replica] = asyncio.create_task(
-                    self._read(sock, replica), name=f"kv-events-{replica}"
+                    self._keep_reading(self._binder(sock, publisher.endpoint), replica),
+                    name=f"kv-events-{replica}",
                 )
             self._publishers[replica] = publisher
 
@@ -200,6 +217,46 @@ class EventSubscriber:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self._resyncs.clear()
+
+    def _binder(self, first: zmq.asyncio.Socket, endpoint: str) -> Callable[[], zmq.asyncio.Socket]:
+        """The bound socket first, then a freshly bound one for each restart."""
+        pending = [first]
+
+        def bind() -> zmq.asyncio.Socket:
+            if pending:
+                return pending.pop()
+            sock = self._sub_socket()
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError:
+                sock.close(linger=0)
+                raise
+            return sock
+
+        return bind
+
+    async def _keep_reading(
+        self, open_socket: Callable[[], zmq.asyncio.Socket], replica: str | None
+    ) -> None:
+        """Run the reader; start it again after any error, with a doubling backoff that
+        resets once a reader has lived longer than the backoff."""
+        backoff = READER_BACKOFF_S
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await self._read(open_socket(), replica)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.reader_restarts += 1
+                if loop.time() - started > backoff:
+                    backoff = READER_BACKOFF_S
+                log.exception(
+                    "KV event reader for %s died; restarting in %.2fs", replica or "relay", backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, READER_BACKOFF_MAX_S)
 
     async def _read(self, sock: zmq.asyncio.Socket, replica: str | None) -> None:
         try:

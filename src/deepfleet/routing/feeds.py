@@ -53,7 +53,11 @@ class RoutingFeeds:
         self.table = table
         self.metrics = RoutingMetrics(registry)
         self.index = KvIndex(int(settings["index_max_blocks"]))
-        self.streams = EventStreams(self.index, on_lag=self.metrics.event_lag.observe)
+        self.streams = EventStreams(
+            self.index,
+            on_lag=self.metrics.event_lag.observe,
+            on_invalid=lambda replica, n: self.metrics.invalid_events.labels(replica).inc(n),
+        )
         self.prompts = PromptHasher(
             prefix_tokens=int(settings["prefix_tokens"]),
             inline_bytes=int(settings["tokenize_inline_bytes"]),

@@ -63,6 +63,12 @@ class RoutingMetrics:
             ["replica", "how"],
             registry=r,
         )
+        self.invalid_events = Counter(
+            "deepfleet_kv_events_invalid",
+            "KV event batches or events dropped because they failed validation",
+            ["replica"],
+            registry=r,
+        )
         self.hit_rate = Gauge(
             "deepfleet_prefix_cache_hit_rate",
             "Engine prefix-cache hits / queries (tokens) since the engine started",
