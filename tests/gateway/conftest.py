@@ -34,11 +34,16 @@ class Rig:
     keys: KeyStore
     clients: list[openai.AsyncOpenAI] = field(default_factory=list)
 
-    def publish(self, ready: list[bool] | None = None) -> None:
+    def publish(
+        self,
+        ready: list[bool] | None = None,
+        down: ReplicaState = ReplicaState.RESTARTING,
+        queue_timeout_s: float | None = None,
+    ) -> None:
+        """Replicas ready or `down`; a model's `queue_timeout_s` (None: the default)."""
         ready = ready or [True] * len(self.engines)
-        state = FleetState(
-            controller_pid=1, gateway_url=self.url, models=[ModelRoute(MODEL, "round_robin")]
-        )
+        route = ModelRoute(MODEL, "round_robin", queue_timeout_s=queue_timeout_s)
+        state = FleetState(controller_pid=1, gateway_url=self.url, models=[route])
         for i, (e, ok) in enumerate(zip(self.engines, ready, strict=True)):
             state.replicas.append(
                 ReplicaStatus(
@@ -46,7 +51,7 @@ class Rig:
                     model=MODEL,
                     engine="fake",
                     url=e.url,
-                    state=ReplicaState.READY if ok else ReplicaState.RESTARTING,
+                    state=ReplicaState.READY if ok else down,
                 )
             )
         write_state(self.state_path, state)

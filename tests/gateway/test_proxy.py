@@ -10,6 +10,7 @@ import aiohttp
 import openai
 import pytest
 
+from deepfleet.fleet.state import ReplicaState
 from tests.gateway.conftest import MODEL, Rig
 
 
@@ -102,7 +103,9 @@ async def test_errors_in_openai_envelope(
 
 
 async def test_no_ready_replica_is_503_with_retry_after(rig: Rig) -> None:
-    rig.publish(ready=[False, False])
+    """None ready and none coming (both failed): 503 at once (tests/gateway/
+    test_wait_for_replica.py: a replica that is coming is waited for)."""
+    rig.publish(ready=[False, False], down=ReplicaState.FAILED)
     async with (
         aiohttp.ClientSession() as s,
         s.post(rig.url + "/v1/completions", json={"model": MODEL, "prompt": "x"}) as resp,

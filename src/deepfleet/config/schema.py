@@ -85,6 +85,13 @@ class ModelSpec(Strict):
         description="Times one stream may move to another replica when its engine fails"
         " mid-stream (docs/migration.md); 0 turns migration off for this model.",
     )
+    queue_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="With no ready replica while one is starting or restarting, how long a "
+        "request waits for it in the gateway before 503 (0: no wait).",
+    )
 
     @field_validator("engine", mode="before")
     @classmethod

@@ -110,6 +110,7 @@ def model_route(model: ModelSpec, plans: list[ReplicaPlan]) -> ModelRoute:
         tokenizer=tokenizer,
         block_size=get_adapter(model.engine).block_size(model.engine_args),
         migration_limit=model.migration_limit,
+        queue_timeout_s=model.queue_timeout_s,
     )
 
 

@@ -74,6 +74,7 @@ class ModelRoute:
     tokenizer: str | None = None  # a local folder with tokenizer.json, or None
     block_size: int | None = None
     migration_limit: int | None = None  # None: the gateway's default
+    queue_timeout_s: float | None = None  # wait for a replica that is coming; None: 60 s
 
 
 @dataclass

@@ -207,4 +207,6 @@ class Gateway:
         finally:
             if not admitted:
                 admission.give_back(key, reserved)
-        return await self.forwarding.forward(path, body, fields, who, started, reserved)
+        return await self.forwarding.forward(
+            path, body, fields, who, started, reserved, request.gone
+        )

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deepfleet.gateway.errors import error_response
+from deepfleet.gateway.httpserver import HOOKS
 from deepfleet.gateway.origin import Origins
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,10 @@ Handler = Callable[["Incoming", str], Awaitable[Callable[[Scope, Receive, Send],
 class Incoming:
     """What the generation routes read of a request: four headers and the body."""
 
-    __slots__ = ("authorization", "content_length", "content_type", "host", "receive")
+    __slots__ = ("authorization", "content_length", "content_type", "host", "receive", "scope")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
         self.authorization: str | None = None
         self.content_length: str | None = None
         self.content_type: bytes | None = None
@@ -46,6 +48,12 @@ class Incoming:
                 self.content_type = value
             elif name == b"host":
                 self.host = value
+
+    def gone(self) -> bool:
+        """The client's connection is lost (known on the gateway's own server, httpserver.py;
+        False on servers without its hooks)."""
+        hooks = self.scope.get("extensions", {}).get(HOOKS)
+        return bool(hooks is not None and hooks.lost)
 
     async def body(self, limit: int) -> bytes:
         """The body, or its first bytes past `limit` (the caller answers 413 then); what came

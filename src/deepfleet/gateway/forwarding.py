@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NamedTuple
 
@@ -92,20 +93,26 @@ class Forwarding:
         who: Principal,
         started: float,
         reserved: int,
+        gone: Callable[[], bool] = lambda: False,
     ) -> Answer:
-        """The answer to an admitted request; its slots are given back when it ends."""
+        """The answer to an admitted request; its slots are given back when it ends.
+
+        With no ready replica while one is starting or restarting (or ejected for now), the
+        request waits for it up to its model's `queue_timeout_s`, holding its admission slot
+        (the admission queue bounds how many wait); a client that leaves meanwhile frees it.
+        """
         model = fields.model
         done = self.admission.finisher(model, who, len(body), reserved)
         try:
             endpoints = self.table.ready(model)
             if not endpoints:
-                done(Outcome("503", 0, 0))
-                return error_response(
-                    503,
-                    f"no ready replica for model `{model}`; retry shortly",
-                    code="no_ready_replica",
-                    headers={"Retry-After": "1"},
-                )
+                endpoints = await self._wait_for_replica(model, gone)
+            if not endpoints:
+                if gone():
+                    done(Outcome("499", None, 0))
+                else:
+                    done(Outcome("503", 0, 0))
+                return self._no_replica(model)
             key = who.key
             cap = tightest(
                 getattr(fields, "reasoning_cap", None),
@@ -117,6 +124,32 @@ class Forwarding:
         except BaseException as exc:  # re-raised, after the slots are given back
             done(Outcome("499" if isinstance(exc, asyncio.CancelledError) else "500", None, 0))
             raise
+
+    async def _wait_for_replica(self, model: str, gone: Callable[[], bool]) -> list[Endpoint]:
+        table = self.table
+        if not table.may_become_ready(model):
+            return []
+        timeout_s = table.queue_timeout_s(model)
+        metrics = self.admission.metrics
+        metrics.waiting_for_replica.inc()
+        started = time.monotonic()
+        try:
+            endpoints = await table.wait_ready(model, timeout_s, gone)
+        finally:
+            metrics.waiting_for_replica.dec()
+        if endpoints:
+            metrics.replica_wait.observe(time.monotonic() - started)
+        return endpoints
+
+    def _no_replica(self, model: str) -> Response:
+        coming = self.table.may_become_ready(model)
+        why = f"waited {self.table.queue_timeout_s(model):g}s" if coming else "none is starting"
+        return error_response(
+            503,
+            f"no ready replica for model `{model}` ({why}); retry shortly",
+            code="no_ready_replica",
+            headers={"Retry-After": "1"},
+        )
 
 
 def tightest(request: float | None, key: int | None, config: int | None) -> int | None:

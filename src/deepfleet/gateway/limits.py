@@ -107,6 +107,11 @@ class AdmissionQueue:
     def waiting(self) -> int:
         return len(self._queue)
 
+    @property
+    def free(self) -> int:
+        """Upstream slots free now."""
+        return self._free
+
     def try_enter(self) -> str | None:
         """None when admitted; "wait" when the caller must `await wait()` for a slot; "full"
         when the queue is full too."""

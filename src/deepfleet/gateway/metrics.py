@@ -134,6 +134,18 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.waiting_for_replica = Gauge(
+            "deepfleet_waiting_for_replica",
+            "Requests waiting for a replica of their model to become ready",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.replica_wait = Histogram(
+            "deepfleet_replica_wait_seconds",
+            "How long requests that got a replica waited for one to become ready",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.ejections = Counter(
             "deepfleet_replica_ejections",
             "Replicas ejected after a failure before the first byte",

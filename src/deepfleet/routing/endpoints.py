@@ -21,6 +21,7 @@ from deepfleet.routing.base import Endpoint
 from deepfleet.routing.follow import StateFollower
 
 WAIT_POLL_S = 0.05
+DEFAULT_QUEUE_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -29,6 +30,8 @@ class ModelEntry:
     routing: str
     max_model_len: int | None = None
     endpoints: list[Endpoint] = field(default_factory=list)
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S
+    """How long a request may wait for a replica that is coming (the model's setting)."""
     coming: int = 0
     """Replicas starting, restarting or unhealthy (not draining): ready ones may follow."""
     views: dict[tuple[str, int], Endpoint] = field(default_factory=dict)
@@ -76,7 +79,17 @@ class EndpointTable:
         return self.follower.poll()
 
     def load(self, state: FleetState) -> None:
-        models = {m.name: ModelEntry(m.name, m.routing, m.max_model_len) for m in state.models}
+        models = {
+            m.name: ModelEntry(
+                m.name,
+                m.routing,
+                m.max_model_len,
+                queue_timeout_s=DEFAULT_QUEUE_TIMEOUT_S
+                if m.queue_timeout_s is None
+                else m.queue_timeout_s,
+            )
+            for m in state.models
+        }
         for r in state.replicas:
             self._restarts[r.replica_id] = r.restarts
             ej = self._ejected.get(r.replica_id)
@@ -112,6 +125,10 @@ class EndpointTable:
                 view = views[(e.replica_id, n)] = Endpoint(e.replica_id, e.model, e.url, n)
             out.append(view)
         return out
+
+    def queue_timeout_s(self, model: str) -> float:
+        entry = self.models.get(model)
+        return entry.queue_timeout_s if entry is not None else 0.0
 
     def may_become_ready(self, model: str) -> bool:
         """A replica of `model` is starting or restarting, or a ready one is ejected for now:
