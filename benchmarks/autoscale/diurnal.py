@@ -1,0 +1,207 @@
+"""SIMULATOR: deepfleet's SLO autoscaler against a queue-threshold scaler and a fixed fleet.
+
+The replicas are the GPU-calibrated simulated H200 (sim/calibration.py: vLLM 0.26's measured
+7B on one H200), run as fluid engines (sim/fluid.py) in virtual time; the trace is one
+day's diurnal shape with bursts over `--hours` (sim/diurnal.py), sized so its highest rate
+(a burst on the peak) needs `--peak-replicas` replicas at the target utilisation. The three
+scalers see the same trace in the same run:
+
+- deepfleet-slo: the controller's decision core (deepfleet.autoscale), min 1, max peak;
+- queue-threshold: production-stack's KEDA rule (sum of vllm:num_requests_waiting, threshold
+  per replica, HPA defaults), min 1, max peak;
+- fixed: the peak size all day.
+
+SLO attainment is the share of requests with TTFT <= --ttft and mean ITL <= --itl;
+replica-hours count a replica from the moment it is asked for (120 s of loading by default)
+until it has drained and stopped.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/autoscale/diurnal.py [--short] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from deepfleet.autoscale import Targets, replica_capacity
+from deepfleet.bench.stats import Distribution
+from deepfleet.sim.autoscale_fleet import FleetRun, FleetSpec, RunResult
+from deepfleet.sim.build import SimSpec, build
+from deepfleet.sim.calibration import measured_model
+from deepfleet.sim.diurnal import DiurnalTrace
+from deepfleet.sim.scalers import FixedScaler, QueueScaler, Scaler, SloScaler
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "autoscale"
+
+
+def fleet_spec(args: argparse.Namespace, trace: DiurnalTrace) -> FleetSpec:
+    config, profile, _ = build(
+        SimSpec(model="qwen2-7b", gpu="H200", max_model_len=8192), measured_model()
+    )
+    capacity = replica_capacity(
+        lambda b, ctx: profile.step_s(b, ctx, 0),
+        profile.prefill_s,
+        input_tokens=trace.mean_input,
+        output_tokens=trace.mean_output,
+        itl_s=args.itl,
+        max_seqs=config.max_num_seqs,
+        kv_tokens=config.kv_tokens,
+    )
+    return FleetSpec(
+        profile=profile,
+        max_seqs=config.max_num_seqs,
+        kv_tokens=config.kv_tokens,
+        capacity_rps=capacity,
+        ttft_s=args.ttft,
+        itl_s=args.itl,
+        start_delay_s=args.start_delay,
+        initial=1,
+    )
+
+
+def summary(res: RunResult, wall_s: float) -> dict[str, Any]:
+    ttft, itl = Distribution.of(res.ttfts), Distribution.of(res.itls)
+    return {
+        "scaler": res.scaler,
+        "requests": res.requests,
+        "slo_attainment": round(res.attainment, 5),
+        "ttft_attainment": round(res.ttft_met / max(1, res.requests), 5),
+        "itl_attainment": round(res.itl_met / max(1, res.requests), 5),
+        "replica_hours": round(res.replica_hours, 2),
+        "peak_replicas": res.peak_replicas,
+        "scaling_decisions": res.decisions,
+        "ttft_s": {"p50": round(ttft.p50, 3), "p90": round(ttft.p90, 3), "p99": round(ttft.p99, 3)},
+        "itl_ms": {
+            "p50": round(itl.p50 * 1e3, 2),
+            "p90": round(itl.p90 * 1e3, 2),
+            "p99": round(itl.p99 * 1e3, 2),
+        },
+        "wall_s": round(wall_s, 1),
+        "decision_log_head": res.log[:40],
+        "timeline": res.timeline,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    probe = DiurnalTrace(hours=args.hours)
+    spec = fleet_spec(args, probe)
+    util = args.utilization
+    max_rate = args.peak_replicas * spec.capacity_rps * util
+    trace = DiurnalTrace(
+        hours=args.hours,
+        peak_rps=max_rate / args.burst_factor,
+        trough_fraction=args.trough,
+        bursts=args.bursts,
+        burst_factor=args.burst_factor,
+        burst_s=args.burst_s,
+        seed=args.seed,
+    )
+    targets = Targets(
+        min_replicas=1,
+        max_replicas=args.peak_replicas,
+        ttft_p90_s=args.ttft,
+        itl_p90_s=args.itl,
+        queue_per_replica=args.queue_threshold,
+        up_cooldown_s=30.0,
+        down_cooldown_s=args.down_cooldown,
+        utilization=util,
+        lead_s=args.start_delay,
+    )
+    scalers: list[Scaler] = [
+        SloScaler(targets),
+        QueueScaler(args.queue_threshold, 1, args.peak_replicas),
+        FixedScaler(args.peak_replicas),
+    ]
+    rows = []
+    for scaler in scalers:
+        start = time.monotonic()
+        fixed = isinstance(scaler, FixedScaler)
+        run_spec = FleetSpec(**{**spec.__dict__, "initial": args.peak_replicas if fixed else 1})
+        res = FleetRun(trace, run_spec, scaler).run()
+        rows.append(summary(res, time.monotonic() - start))
+        print(
+            f"{res.scaler:28} SLO {res.attainment:7.2%}  replica-hours {res.replica_hours:8.1f}"
+            f"  peak {res.peak_replicas:3}  requests {res.requests:,}"
+            f"  ({time.monotonic() - start:.0f} s wall)",
+            file=sys.stderr,
+        )
+    fixed_hours = rows[-1]["replica_hours"]
+    for row in rows:
+        row["replica_hours_vs_fixed"] = round(row["replica_hours"] / fixed_hours, 4)
+    return {
+        "label": "SIMULATOR: virtual time, fluid engines from the GPU-calibrated H200 profile; "
+        "no engine ran",
+        "replica": spec.profile.name,
+        "replica_capacity_rps": round(spec.capacity_rps, 3),
+        "max_num_seqs": spec.max_seqs,
+        "kv_tokens": spec.kv_tokens,
+        "targets": {"ttft_p90_s": args.ttft, "itl_p90_s": args.itl},
+        "trace": {
+            "hours": trace.hours,
+            "peak_rps": round(trace.peak_rps, 2),
+            "trough_rps": round(trace.peak_rps * trace.trough_fraction, 2),
+            "bursts": trace.bursts,
+            "burst_factor": trace.burst_factor,
+            "burst_s": trace.burst_s,
+            "burst_starts_s": [round(b) for b in trace.burst_starts],
+            "classes (share, input, output)": [list(c) for c in trace.classes],
+            "seed": trace.seed,
+        },
+        "fleet": {
+            "peak_replicas": args.peak_replicas,
+            "utilization": util,
+            "start_delay_s": args.start_delay,
+            "decision_interval_s": spec.interval_s,
+            "window_s": spec.window_s,
+            "tick_s": spec.dt,
+            "queue_threshold": args.queue_threshold,
+            "down_cooldown_s": args.down_cooldown,
+        },
+        "results": rows,
+    }
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--short", action="store_true", help="30 virtual minutes, 8 replicas (CI)")
+    p.add_argument("--hours", type=float, default=6.0)
+    p.add_argument("--peak-replicas", type=int, default=64)
+    p.add_argument("--trough", type=float, default=0.15, help="trough rate / peak rate")
+    p.add_argument("--bursts", type=int, default=8)
+    p.add_argument("--burst-factor", type=float, default=1.3)
+    p.add_argument("--burst-s", type=float, default=300.0)
+    p.add_argument("--ttft", type=float, default=1.0, help="TTFT target, seconds")
+    p.add_argument("--itl", type=float, default=0.03, help="ITL target, seconds")
+    p.add_argument("--utilization", type=float, default=0.75)
+    p.add_argument("--start-delay", type=float, default=120.0)
+    p.add_argument("--down-cooldown", type=float, default=300.0)
+    p.add_argument("--queue-threshold", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="write the result here")
+    args = p.parse_args(argv)
+    if args.short:
+        args.hours, args.peak_replicas, args.bursts = 0.5, 8, 2
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    out = run(args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    for row in out["results"]:
+        print(
+            f"{row['scaler']:28} SLO {row['slo_attainment']:.2%} replica-hours "
+            f"{row['replica_hours']} ({row['replica_hours_vs_fixed']:.0%} of fixed)"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    main()
