@@ -72,6 +72,8 @@ class ModelRoute:
     max_model_len: int | None = None
     tokenizer: str | None = None  # a local folder with tokenizer.json, or None
     block_size: int | None = None
+    desired: int | None = None  # the autoscaler's last decision (replicas: {min, max} only)
+    reason: str | None = None  # and why
 
 
 @dataclass
