@@ -32,14 +32,22 @@ from pathlib import Path
 from typing import Any
 
 from deepfleet.autoscale import Targets, replica_capacity
-from deepfleet.bench.stats import Distribution
+from deepfleet.catalog.model_configs import BUILTIN_CONFIGS
+from deepfleet.catalog.models import ModelFacts, from_hf_config
 from deepfleet.sim.autoscale_fleet import FleetRun, FleetSpec, RunResult
 from deepfleet.sim.build import SimSpec, build
-from deepfleet.sim.calibration import measured_model
 from deepfleet.sim.diurnal import DiurnalTrace
 from deepfleet.sim.scalers import FixedScaler, QueueScaler, Scaler, SloScaler
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "autoscale"
+
+
+def measured_model() -> ModelFacts:
+    """sim.calibration.measured_model (the 7B measured on the H200), without importing the
+    calibration's closed-loop machinery, so this runs on a bare Python (a test checks the
+    two agree)."""
+    config = dict(BUILTIN_CONFIGS["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"])
+    return from_hf_config({**config, "vocab_size": 49_152}, "qwen2-7b")
 
 
 def fleet_spec(args: argparse.Namespace, trace: DiurnalTrace) -> FleetSpec:
@@ -67,8 +75,14 @@ def fleet_spec(args: argparse.Namespace, trace: DiurnalTrace) -> FleetSpec:
     )
 
 
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50, p90, p99 (nearest rank; no numpy, so the run needs only the standard library)."""
+    ordered = sorted(values) or [0.0]
+    return {f"p{q}": ordered[min(len(ordered) - 1, len(ordered) * q // 100)] for q in (50, 90, 99)}
+
+
 def summary(res: RunResult, wall_s: float) -> dict[str, Any]:
-    ttft, itl = Distribution.of(res.ttfts), Distribution.of(res.itls)
+    ttft, itl = percentiles(res.ttfts), percentiles(res.itls)
     return {
         "scaler": res.scaler,
         "requests": res.requests,
@@ -78,12 +92,8 @@ def summary(res: RunResult, wall_s: float) -> dict[str, Any]:
         "replica_hours": round(res.replica_hours, 2),
         "peak_replicas": res.peak_replicas,
         "scaling_decisions": res.decisions,
-        "ttft_s": {"p50": round(ttft.p50, 3), "p90": round(ttft.p90, 3), "p99": round(ttft.p99, 3)},
-        "itl_ms": {
-            "p50": round(itl.p50 * 1e3, 2),
-            "p90": round(itl.p90 * 1e3, 2),
-            "p99": round(itl.p99 * 1e3, 2),
-        },
+        "ttft_s": {k: round(v, 3) for k, v in ttft.items()},
+        "itl_ms": {k: round(v * 1e3, 2) for k, v in itl.items()},
         "wall_s": round(wall_s, 1),
         "decision_log_head": res.log[:40],
         "timeline": res.timeline,

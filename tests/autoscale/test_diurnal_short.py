@@ -24,3 +24,9 @@ def test_short_run_orders_the_scalers(tmp_path: Path) -> None:
     assert queue["slo_attainment"] < slo["slo_attainment"]
     assert slo["peak_replicas"] <= fixed["peak_replicas"]
     assert slo["scaling_decisions"] > 0 and slo["decision_log_head"]
+
+
+def test_the_benchmark_replica_is_the_calibrated_one() -> None:
+    from deepfleet.sim.calibration import measured_model
+
+    assert diurnal.measured_model() == measured_model()

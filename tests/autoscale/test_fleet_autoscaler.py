@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.console import Console
 
+from deepfleet.cli.live import fleet_table, state_json
 from deepfleet.config import FleetConfig
 from deepfleet.engines.base import LaunchSpec, ReplicaPlan
 from deepfleet.fleet.autoscaler import FleetAutoscaler, p90, parse_gateway
@@ -19,7 +21,14 @@ from deepfleet.fleet.events import FleetEvent, Serving
 from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.lifecycle import serve
 from deepfleet.fleet.ports import free_port
-from deepfleet.fleet.state import NodeStatus, ReplicaState, ReplicaStatus, read_state
+from deepfleet.fleet.state import (
+    FleetState,
+    ModelRoute,
+    NodeStatus,
+    ReplicaState,
+    ReplicaStatus,
+    read_state,
+)
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
 
 FAST = SupervisorPolicy(startup_timeout_s=20, health_interval_s=0.1, stop_grace_s=2)
@@ -156,3 +165,16 @@ def test_load_brings_a_replica_and_idle_drains_it(tmp_path: Path) -> None:
     assert seen["down"]
     assert results and [r for r in results if r != "ok"] == []
     assert seen["route"].desired == 1 and seen["route"].reason
+
+
+def test_status_shows_desired_and_reason() -> None:
+    state = FleetState(
+        1,
+        "http://x",
+        [ModelRoute("tiny", "round_robin", desired=2, reason="up: ITL p90 50ms > 10ms")],
+    )
+    state.replicas = [ReplicaStatus("tiny-0", "tiny", "vllm-cpu", "u", state=ReplicaState.READY)]
+    console = Console(width=200, record=True)
+    console.print(fleet_table(state))
+    assert "tiny: 1 ready, desired 2 (up: ITL p90 50ms > 10ms)" in console.export_text()
+    assert state_json(state)["models"][0]["desired"] == 2
