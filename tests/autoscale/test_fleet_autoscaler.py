@@ -178,3 +178,26 @@ def test_status_shows_desired_and_reason() -> None:
     console.print(fleet_table(state))
     assert "tiny: 1 ready, desired 2 (up: ITL p90 50ms > 10ms)" in console.export_text()
     assert state_json(state)["models"][0]["desired"] == 2
+
+
+def test_no_decision_without_the_gateways_numbers(tmp_path: Path) -> None:
+    """A gateway that does not answer is not a fleet without traffic: nothing is scaled."""
+    cfg = FleetConfig.model_validate(
+        {
+            "models": [{"name": "tiny", "source": "org/tiny", "replicas": {"min": 1, "max": 3}}],
+            "gateway": {"port": free_port()},
+        }
+    )
+    launcher = Launcher()
+    controller = Controller(cfg, tmp_path, launcher.plans(cfg, {}), policy=FAST, launcher=launcher)
+    scaler = FleetAutoscaler(controller, interval_s=0.01, window_s=1.0)
+
+    async def main() -> None:
+        for _ in range(3):
+            await scaler.tick()
+        await launcher.close()
+        await scaler.close()
+
+    asyncio.run(main())
+    assert controller.state.models[0].desired is None
+    assert not scaler.moves

@@ -2,46 +2,24 @@
 autoscaler's predictive sizing divides the arrival rate by.
 
 From a step-time model (the simulator's LatencyProfile, or the planner's roofline), for a
-request mix with mean `input_tokens` and `output_tokens`, at `rate` requests/s per replica:
+request mix with mean `input_tokens` (n) and `output_tokens` (o). A replica decoding a batch of
+b sequences takes `d(b) = decode_s(b, b x (n + o / 2))` a step; prefill takes `P =
+prefill_s(n)` per request and stretches the steps by the share of time it holds, rho:
 
-    prefill share   rho = rate x prefill_s(input_tokens)
-    decode batch    b   = rate x output_tokens x itl                  (Little's law)
-    ITL             itl = decode_s(b, b x (input_tokens + output_tokens / 2)) / (1 - rho)
+    served    rate = x / (1 + x P),   x = b / (o d(b))    (Little's law, with rho = rate P)
+    ITL       itl  = d(b) / (1 - rho)
 
-solved for itl by iteration at each rate; the capacity is the highest rate (bisection) whose
-ITL stays within the target, whose batch fits `max_seqs`, and whose KV cache (b x (input +
-output) tokens) fits `kv_tokens`. TTFT is not in the formula: below that rate a replica has
-room for every prompt on arrival, and the autoscaler's `utilization` keeps the headroom.
+The capacity is the highest such rate over batches b whose ITL is within the target, b within
+`max_seqs` and whose KV cache (b x (n + o) tokens) fits `kv_tokens`. Scanning b, rather than
+iterating on the rate, stays right at saturation, where the step time grows as fast as the
+batch (a host-bound engine) and no fixed point exists. TTFT is not in the formula: below that
+rate a prompt is admitted on arrival, and the autoscaler's `utilization` keeps the headroom.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-
-
-def _itl(
-    rate: float,
-    decode_s: Callable[[int, int], float],
-    prefill_s: Callable[[int], float],
-    input_tokens: float,
-    output_tokens: float,
-) -> tuple[float, float]:
-    """(ITL, batch) at `rate`; ITL infinite when prefill alone fills the replica."""
-    rho = rate * prefill_s(math.ceil(input_tokens))
-    if rho >= 0.95:
-        return math.inf, math.inf
-    context = input_tokens + output_tokens / 2
-    itl = decode_s(1, math.ceil(context)) / (1 - rho)
-    batch = 1.0
-    for _ in range(60):
-        batch = max(1.0, rate * output_tokens * itl)
-        b = math.ceil(batch)
-        new = decode_s(b, math.ceil(b * context)) / (1 - rho)
-        if abs(new - itl) < 1e-6 * itl:
-            break
-        itl = 0.5 * itl + 0.5 * new
-    return itl, batch
 
 
 def replica_capacity(
@@ -57,21 +35,18 @@ def replica_capacity(
     """Requests/s one replica serves with its mean ITL within `itl_s` (see the module doc).
 
     `decode_s(seqs, context)`: one decode step of `seqs` sequences reading `context` KV
-    tokens in all; `prefill_s(tokens)`: the prefill of a prompt.
+    tokens in all; `prefill_s(tokens)`: the prefill of one prompt.
     """
-
-    def fits(rate: float) -> bool:
-        itl, batch = _itl(rate, decode_s, prefill_s, input_tokens, output_tokens)
-        return (
-            itl <= itl_s
-            and batch <= max_seqs
-            and batch * (input_tokens + output_tokens) <= kv_tokens
-        )
-
-    low, high = 0.0, 1.0
-    while fits(high) and high < 1e6:
-        low, high = high, high * 2
-    for _ in range(50):
-        mid = (low + high) / 2
-        low, high = (mid, high) if fits(mid) else (low, mid)
-    return low
+    per_seq = input_tokens + output_tokens
+    fits = min(max_seqs, int(kv_tokens // per_seq)) if per_seq > 0 else max_seqs
+    prefill = prefill_s(math.ceil(input_tokens))
+    context = input_tokens + output_tokens / 2
+    best = 0.0
+    for b in range(1, fits + 1):
+        step = decode_s(b, math.ceil(b * context))
+        x = b / (output_tokens * step)
+        rate = x / (1 + x * prefill)
+        if step / (1 - rate * prefill) > itl_s:
+            break  # the step time only grows with the batch
+        best = max(best, rate)
+    return best

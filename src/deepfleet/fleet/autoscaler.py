@@ -12,8 +12,8 @@ decision core (deepfleet.autoscale) and, when it wants another count, scale:
 
 Each decision is logged with its inputs and recorded in the state file's ModelRoute
 (`desired`, `reason`), which `deepfleet status` shows. One scaling move per model at a time;
-the model's decisions pause while it runs. A gateway scrape that fails leaves the latencies
-unknown (the engines' queues still count), so a slow gateway cannot scale a fleet down.
+the model's decisions pause while it runs. Without a window of gateway scrapes (at start, or
+when the gateway does not answer) nothing is decided: no traffic seen is not no traffic.
 """
 
 from __future__ import annotations
@@ -56,12 +56,17 @@ class _Scrape:
 
 
 def targets(spec: ModelSpec) -> Targets:
-    """The decision core's settings from one model's fleet.yaml entry."""
+    """The decision core's settings from one model's fleet.yaml entry.
+
+    `min: 0` is held at 1 here: a model at zero replicas needs the gateway to hold its
+    requests and report them (it answers 503 today, which no metric here sees), else the
+    autoscaler could never bring it back.
+    """
     r = spec.replicas
     assert isinstance(r, ReplicaRange)
     a = spec.autoscale or AutoscaleSpec()
     return Targets(
-        min_replicas=r.min, max_replicas=r.max, ttft_p90_s=a.ttft_p90_ms / 1e3,
+        min_replicas=max(r.min, 1), max_replicas=r.max, ttft_p90_s=a.ttft_p90_ms / 1e3,
         itl_p90_s=a.itl_p90_ms / 1e3, queue_per_replica=a.queue_per_replica,
         up_cooldown_s=a.up_cooldown_s, down_cooldown_s=a.down_cooldown_s,
         idle_timeout_s=a.idle_timeout_s, utilization=a.utilization,
@@ -128,13 +133,18 @@ class FleetAutoscaler:
                 await self.tick()
                 await asyncio.sleep(self.interval_s)
         finally:
-            for task in self.moves.values():
-                task.cancel()
-            for task in self.moves.values():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if self._session is not None:
-                await self._session.close()
+            await self.close()
+
+    async def close(self) -> None:
+        """Cancel the moves under way and close the gateway session."""
+        for task in self.moves.values():
+            task.cancel()
+        for task in self.moves.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def tick(self) -> None:
         models = self.models()
@@ -143,6 +153,8 @@ class FleetAutoscaler:
         now = self.clock()
         scrape = await self._scrape(now)
         first = self.scrapes[0] if self.scrapes else None
+        if scrape is None or first is None or scrape is first:
+            return  # no window yet, or the gateway did not answer: no basis to decide on
         for spec in models:
             if spec.name in self.moves and not self.moves[spec.name].done():
                 continue
@@ -183,21 +195,19 @@ class FleetAutoscaler:
             return None
 
     async def observe(
-        self, spec: ModelSpec, now: float, scrape: _Scrape | None, first: _Scrape | None
+        self, spec: ModelSpec, now: float, scrape: _Scrape, first: _Scrape
     ) -> Observation:
+        """The model's Observation over the window from `first` to `scrape`."""
         mine = [r for r in self.c.replicas_of(spec.name) if not r.draining]
         ready = [r for r in mine if r.state is ReplicaState.READY]
         metrics = get_adapter(spec.engine).load_metrics
         texts = await asyncio.gather(*(self.c.probe_text(r.url + "/metrics") for r in ready))
         loads = [parse_load(t, metrics=metrics) for t in texts if t is not None]
         engines = [x for x in loads if x is not None]
-        ttft, itl, rate = None, None, 0.0
-        if scrape is not None and first is not None and scrape is not first:
-            old_ttft, old_itl = first.ttft.get(spec.name), first.itl.get(spec.name)
-            ttft, started = p90(old_ttft, scrape.ttft.get(spec.name))
-            itl, _ = p90(old_itl, scrape.itl.get(spec.name))
-            rate = started / max(scrape.at - first.at, 1e-9)
-        queued = sum(e.waiting for e in engines) + (scrape.queue if scrape else 0)
+        ttft, started = p90(first.ttft.get(spec.name), scrape.ttft.get(spec.name))
+        itl, _ = p90(first.itl.get(spec.name), scrape.itl.get(spec.name))
+        rate = started / max(scrape.at - first.at, 1e-9)
+        queued = sum(e.waiting for e in engines) + scrape.queue
         return Observation(
             now=now,
             ready=len(ready),
