@@ -98,10 +98,13 @@ class Autoscaler:
         self.last_up = -math.inf
         self.last_down = -math.inf
         self.last_busy = -math.inf
+        self._first: float | None = None
         self._rates: deque[tuple[float, float]] = deque()
 
     def decide(self, obs: Observation) -> Decision:
         t = self.t
+        if self._first is None:
+            self._first = obs.now  # a fresh core does not scale down before its cool-down
         current = obs.ready + obs.starting
         busy = obs.arrival_rate > 0 or obs.queued > 0 or obs.running > 0
         if busy or self.last_busy == -math.inf:
@@ -192,7 +195,7 @@ class Autoscaler:
             why = "every signal below half its target"
         if target >= current or obs.starting:
             return Decision(current, current, f"hold: {current} replicas", need)
-        wait = t.down_cooldown_s - (obs.now - max(self.last_up, self.last_down))
+        wait = t.down_cooldown_s - (obs.now - max(self.last_up, self.last_down, self._first or 0))
         if wait > 0:
             return Decision(current, current, f"hold: down to {target} in {wait:.0f}s", need)
         return self._done(obs, target, current, f"down: {why}", need)

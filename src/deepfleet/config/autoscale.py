@@ -29,6 +29,9 @@ class ReplicaRange(Strict):
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
 
+    def __str__(self) -> str:
+        return f"{self.min}..{self.max}"
+
     @classmethod
     def parse(cls, value: dict[str, object]) -> ReplicaRange:
         """Validate a mapping, with errors as one line naming the key (`max: ...`)."""

@@ -93,7 +93,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def _count(spec: ModelSpec) -> int | str:
     r = spec.replicas
-    return r if isinstance(r, int | str) else f"{r.min}..{r.max}"
+    return r if isinstance(r, int | str) else str(r)
 
 
 def model_change(old: ModelSpec | None, new: ModelSpec | None) -> ModelChange:

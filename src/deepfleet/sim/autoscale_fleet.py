@@ -122,7 +122,7 @@ class FleetRun:
         s, res = self.spec, self.result
         arrivals = self.trace.arrivals()
         upcoming = next(arrivals, None)
-        t, next_decision, next_sample = 0.0, 0.0, 0.0
+        t, next_decision, next_sample = 0.0, s.interval_s, 0.0
         end = self.trace.duration_s
         while t < end or upcoming or self.pending or any(not r.engine.idle for r in self.live):
             ready = [r for r in self.live if r.ready_at <= t and not r.draining]

@@ -55,6 +55,8 @@ class QueueScaler:
         else:
             raw = math.ceil(obs.queued / self.threshold)
         raw = max(self.min, min(self.max, raw, max(2 * current, current + 4)))
+        if not self._recent:  # the HPA starts from the replicas it finds
+            self._recent.append((obs.now, current))
         self._recent.append((obs.now, raw))
         while self._recent[0][0] < obs.now - HPA_STABILIZATION_S:
             self._recent.popleft()
