@@ -107,3 +107,12 @@ def test_reactive_only_without_capacity() -> None:
     assert a.decide(obs(ready=2, capacity_rps=None, arrival_rate=100.0)).desired == 2
     d = a.decide(obs(ready=2, capacity_rps=None, ttft_p90_s=0.1, itl_p90_s=0.001))
     assert d.desired == 1 and "half" in d.reason
+
+
+def test_a_fresh_core_waits_its_down_cooldown() -> None:
+    """A controller that just started has no history: it does not cut the fleet at once."""
+    a = Autoscaler(T)
+    calm = {"ready": 6, "arrival_rate": 0.1, "ttft_p90_s": 0.1, "itl_p90_s": 0.01}
+    d = a.decide(obs(now=5000, **calm))
+    assert d.desired == 6 and "down to 1 in 300s" in d.reason
+    assert a.decide(obs(now=5300, **calm)).desired == 1
