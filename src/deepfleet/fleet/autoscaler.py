@@ -130,7 +130,10 @@ class FleetAutoscaler:
     async def run(self) -> None:
         try:
             while True:
-                await self.tick()
+                try:
+                    await self.tick()
+                except Exception:  # a scaling bug must not take the controller down
+                    log.exception("autoscale tick failed; the fleet keeps its size")
                 await asyncio.sleep(self.interval_s)
         finally:
             await self.close()
