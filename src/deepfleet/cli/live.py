@@ -82,7 +82,22 @@ def fleet_table(state: FleetState) -> Table:
         if devices:
             row.append(",".join(r.devices) or "-")
         table.add_row(*row)
+    table.caption = "\n".join(scaling_lines(state)) or None
     return table
+
+
+def scaling_lines(state: FleetState) -> list[str]:
+    """Per autoscaled model: ready vs desired replicas and the last decision's reason."""
+    lines = []
+    for m in state.models:
+        if m.desired is None:
+            continue
+        ready = sum(
+            r.model == m.name and r.state.value == "ready" and not r.draining
+            for r in state.replicas
+        )
+        lines.append(f"{m.name}: {ready} ready, desired {m.desired} ({m.reason})")
+    return lines
 
 
 def _devices(n: NodeStatus) -> str:
@@ -153,7 +168,10 @@ def state_json(state: FleetState | None) -> dict[str, Any]:
         "controller_pid": state.controller_pid,
         "gateway_url": state.gateway_url,
         "gateway": _replica_json(state.gateway) if state.gateway else None,
-        "models": [{"name": m.name, "routing": m.routing} for m in state.models],
+        "models": [
+            {"name": m.name, "routing": m.routing, "desired": m.desired, "reason": m.reason}
+            for m in state.models
+        ],
         "replicas": [_replica_json(r) for r in state.replicas],
         "services": [_replica_json(s) for s in state.services],
         "cluster": state.cluster,

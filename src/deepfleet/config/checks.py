@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
+from deepfleet.config.autoscale import ReplicaRange
 from deepfleet.config.cluster import ClusterSpec
 from deepfleet.config.deploy import DeploySpec, NpuAddressPlan
 from deepfleet.config.schema import FleetConfig, ModelSpec, ParallelSpec
@@ -97,7 +98,7 @@ def _layout_problems(cluster: ClusterSpec, models: list[ModelSpec]) -> list[str]
                 f"{per_node}, so {per_node % p.tp} device(s) per node stay idle (use {usable})"
             )
         devices = p.tp * p.pp * p.dp
-        replicas = m.replicas if isinstance(m.replicas, int) else 1
+        replicas = m.replicas.max if isinstance(m.replicas, ReplicaRange) else m.fixed_replicas or 1
         if devices * replicas > total:
             problems.append(
                 f"models[{i}]: {replicas} replica(s) x tp {p.tp} x pp {p.pp} x dp {p.dp} need "

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from deepfleet.config.autoscale import AutoscaleSpec, ReplicaRange
 from deepfleet.config.base import Strict
 from deepfleet.config.cluster import ClusterSpec
 from deepfleet.config.deploy import DeploySpec
@@ -48,8 +49,15 @@ class ModelSpec(Strict):
         "vllm-cpu",
         description=f"Engine that serves the replicas: one of {', '.join(sorted(ENGINE_NAMES))}.",
     )
-    replicas: int | Literal["auto"] = Field(
-        1, description="Independent copies of the model; `auto` lets the planner decide."
+    replicas: int | Literal["auto"] | ReplicaRange = Field(
+        1,
+        description="Independent copies of the model; `auto` lets the planner decide; "
+        "`{min: 0, max: 2}` lets the autoscaler decide between the two (see `autoscale`).",
+    )
+    autoscale: AutoscaleSpec | None = Field(
+        None,
+        description="Latency targets and cool-downs of the autoscaler; needs `replicas: "
+        "{min, max}` (defaults apply when that is set and this is not).",
     )
     parallel: ParallelSpec | Literal["auto"] = Field(
         "auto", description="Layout of one replica; `auto` lets the planner decide."
@@ -117,12 +125,33 @@ class ModelSpec(Strict):
                 raise ValueError(str(exc)) from None
         return v
 
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replica_range(cls, v: object) -> object:
+        return ReplicaRange.parse(v) if isinstance(v, dict) else v
+
     @field_validator("replicas")
     @classmethod
-    def _positive_replicas(cls, v: int | str) -> int | str:
+    def _positive_replicas(cls, v: int | str | ReplicaRange) -> int | str | ReplicaRange:
         if isinstance(v, int) and v < 1:
             raise ValueError("must be at least 1 or `auto`")
         return v
+
+    @field_validator("autoscale")
+    @classmethod
+    def _autoscale_needs_range(
+        cls, v: AutoscaleSpec | None, info: ValidationInfo
+    ) -> AutoscaleSpec | None:
+        if v is not None and not isinstance(info.data.get("replicas"), ReplicaRange):
+            raise ValueError("needs `replicas: {min, max}` (a fixed count is not scaled)")
+        return v
+
+    @property
+    def fixed_replicas(self) -> int | None:
+        """Replicas to start with: the count, max(min, 1) for a range, None for `auto`."""
+        if isinstance(self.replicas, ReplicaRange):
+            return max(self.replicas.min, 1)
+        return self.replicas if isinstance(self.replicas, int) else None
 
     @property
     def is_bundled(self) -> bool:

@@ -189,7 +189,7 @@ def _deploy_model(cfg: FleetConfig, i: int, spec: ModelSpec) -> ModelDeployment:
                 f"{layout.devices_per_replica // per_node}}})"
             ]
         )
-    replicas = spec.replicas if isinstance(spec.replicas, int) else layout.dp
+    replicas = spec.fixed_replicas or layout.dp
     return ModelDeployment(
         index=i,
         spec=spec,

@@ -24,7 +24,7 @@ from deepfleet.config.schema import FleetConfig, ModelSpec
 
 Action = Literal["add", "remove", "replace", "scale", "route", "keep"]
 # ModelSpec fields that change without restarting an engine.
-LIVE_FIELDS = frozenset({"replicas", "routing"})
+LIVE_FIELDS = frozenset({"replicas", "autoscale", "routing"})
 RESTART_SECTIONS = ("gateway", "kv_cache", "cluster", "ui", "deploy", "state_dir")
 
 
@@ -32,7 +32,7 @@ RESTART_SECTIONS = ("gateway", "kv_cache", "cluster", "ui", "deploy", "state_dir
 class ModelChange:
     model: str
     action: Action
-    old_replicas: int | str = 0  # an int, or "auto" (the planner decides at start)
+    old_replicas: int | str = 0  # an int, "auto" (the planner decides at start), or "min..max"
     new_replicas: int | str = 0
     differences: list[str] = field(default_factory=list)
     """`field: old -> new` lines, nested fields dotted (engine_args.max_num_seqs)."""
@@ -91,11 +91,16 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     ]
 
 
+def _count(spec: ModelSpec) -> int | str:
+    r = spec.replicas
+    return r if isinstance(r, int | str) else str(r)
+
+
 def model_change(old: ModelSpec | None, new: ModelSpec | None) -> ModelChange:
     if old is None and new is not None:
-        return ModelChange(new.name, "add", 0, new.replicas)
+        return ModelChange(new.name, "add", 0, _count(new))
     if new is None and old is not None:
-        return ModelChange(old.name, "remove", old.replicas, 0)
+        return ModelChange(old.name, "remove", _count(old), 0)
     assert old is not None and new is not None
     a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
     diff = differences(a, b)
@@ -112,7 +117,7 @@ def model_change(old: ModelSpec | None, new: ModelSpec | None) -> ModelChange:
         action = "route"
     else:
         action = "keep"
-    return ModelChange(new.name, action, old.replicas, new.replicas, diff)
+    return ModelChange(new.name, action, _count(old), _count(new), diff)
 
 
 def changes(old: FleetConfig, new: FleetConfig) -> ApplyPlan:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from deepfleet.config import FleetConfig
 from deepfleet.engines import ReplicaPlan
+from deepfleet.fleet.autoscaler import FleetAutoscaler
 from deepfleet.fleet.controller import Controller, Service
 from deepfleet.fleet.events import (
     ControllerKilled,
@@ -129,10 +130,13 @@ async def serve(
     on_event: EventSink = ignore,
     stop: asyncio.Event | None = None,
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
+    autoscaler: FleetAutoscaler | None = None,
 ) -> None:
     """Run `controller` until `stop` is set or one of `signals` arrives, reporting each
-    state change and, once, Serving."""
+    state change and, once, Serving. Models with `replicas: {min, max}` are scaled by
+    `autoscaler` (by default one with the controller's settings)."""
     stop = stop or asyncio.Event()
+    autoscaler = autoscaler or FleetAutoscaler(controller)
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -151,11 +155,16 @@ async def serve(
     announcer = asyncio.ensure_future(_announce(controller, changed, on_event))
     applier = Applier(controller)  # `deepfleet apply` writes its request, then sends SIGUSR1
     loop.add_signal_handler(APPLY_SIGNAL, applier.requested)
+    scaling = asyncio.ensure_future(autoscaler.run()) if autoscaler else None
     try:
         await controller.run(stop)
     finally:
         loop.remove_signal_handler(APPLY_SIGNAL)
         await applier.close()
+        if scaling is not None:
+            scaling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scaling
         announcer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await announcer

@@ -115,7 +115,7 @@ def cpu_binding(cores: list[int], index: int, count: int) -> str | None:
 
 
 def replica_count(model: ModelSpec) -> int:
-    return model.replicas if isinstance(model.replicas, int) else 1
+    return model.fixed_replicas or 1
 
 
 def parallel_args(dp: int, ep: bool) -> tuple[tuple[str, int | float | bool], ...]:
@@ -194,7 +194,7 @@ def size_model(
     # layout, else the planner's.
     dp, ep = (fixed.dp, fixed.ep) if fixed else (best.attn_dp, best.ep)
     return Sizing(
-        replicas=model.replicas if isinstance(model.replicas, int) else best.dp,
+        replicas=model.fixed_replicas or best.dp,
         tp=fixed.tp if fixed else best.tp,
         pp=fixed.pp if fixed else best.pp,
         max_model_len=model.max_model_len or best.max_model_len,

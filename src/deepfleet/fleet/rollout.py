@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -159,63 +159,16 @@ class Rollout:
 
     # -- starting -------------------------------------------------------------------------
     async def _start(self, name: str, plans: Sequence[ReplicaPlan]) -> list[ReplicaStatus]:
-        plans = self.c.prepare(_renamed(self.c, plans))
-        started = [self.c.add_replica(p, self.generation) for p in plans]
-        ids = ", ".join(s.replica_id for s in started)
-        self.step(f"{name}: starting {ids}")
-        failed = await self._wait_ready(started)
-        if failed:
-            await asyncio.gather(*(self._retire(s, grace_s=self.grace_s) for s in started))
-            raise ApplyFailed(f"{name}: {failed}; the old replicas keep serving")
-        self.step(f"{name}: {ids} ready")
-        return started
-
-    async def _wait_ready(self, started: list[ReplicaStatus]) -> str | None:
-        """None once all are ready; else why one of them is not."""
-        deadline = time.monotonic() + self.ready_timeout_s
-        while True:
-            for s in started:
-                if s.restarts > 0:
-                    return f"{s.replica_id} did not start ({s.last_exit}); see {s.log}"
-            if all(s.state is ReplicaState.READY for s in started):
-                return None
-            if time.monotonic() > deadline:
-                late = [s.replica_id for s in started if s.state is not ReplicaState.READY]
-                return f"{', '.join(late)} not ready after {self.ready_timeout_s:.0f}s"
-            await asyncio.sleep(POLL_S)
+        return await start(
+            self.c, name, plans, self.generation, self.ready_timeout_s, self.grace_s, self.step
+        )
 
     # -- leaving --------------------------------------------------------------------------
     async def _retire_all(self, replicas: Sequence[ReplicaStatus]) -> None:
         await asyncio.gather(*(self._retire(r, grace_s=self.grace_s) for r in replicas))
 
     async def _retire(self, status: ReplicaStatus, *, grace_s: float) -> None:
-        """Drain one replica (no new requests; wait for its engine's queue to empty, at most
-        `grace_s`), then stop it."""
-        rid = status.replica_id
-        status.draining = True
-        self.step(f"{status.model}: draining {rid}")
-        await asyncio.sleep(SETTLE_S)
-        left = await self._wait_idle(status, grace_s)
-        await self.c.remove_replica(rid)
-        note = f" ({left} requests still running after {grace_s:g}s)" if left else ""
-        self.step(f"{status.model}: stopped {rid}{note}")
-
-    async def _wait_idle(self, status: ReplicaStatus, grace_s: float) -> int:
-        """0 once the engine has nothing running or waiting; else what it still has when
-        `grace_s` ends (or 0 when it cannot tell: it is not running)."""
-        metrics = get_adapter(status.engine).load_metrics
-        deadline = time.monotonic() + grace_s
-        left = 0
-        while status.url:
-            text = await self.c.probe_text(status.url + "/metrics")
-            load = parse_load(text, metrics=metrics) if text is not None else None
-            if load is None:
-                return 0
-            left = load.running + load.waiting
-            if left == 0 or time.monotonic() > deadline:
-                return left
-            await asyncio.sleep(POLL_S)
-        return left
+        await retire(self.c, status, grace_s, self.step)
 
     async def _replace_one_by_one(
         self, name: str, old: list[ReplicaStatus], plans: list[ReplicaPlan]
@@ -236,6 +189,78 @@ class Rollout:
             else:
                 await self._start(name, [plan])
         await self._retire_all(old[len(plans) :])
+
+
+# -- the two moves, shared with the autoscaler (deepfleet.fleet.autoscaler) ---------------------
+async def start(
+    c: Controller,
+    name: str,
+    plans: Sequence[ReplicaPlan],
+    generation: int,
+    ready_timeout_s: float,
+    grace_s: float,
+    step: Callable[[str], None],
+) -> list[ReplicaStatus]:
+    """Start replicas of `name` from `plans` (renamed to ids no replica has) and wait until
+    all are ready; if one is not, stop them all and raise ApplyFailed."""
+    plans = c.prepare(_renamed(c, plans))
+    started = [c.add_replica(p, generation) for p in plans]
+    ids = ", ".join(s.replica_id for s in started)
+    step(f"{name}: starting {ids}")
+    failed = await wait_ready(started, ready_timeout_s)
+    if failed:
+        await asyncio.gather(*(retire(c, s, grace_s, step) for s in started))
+        raise ApplyFailed(f"{name}: {failed}; the old replicas keep serving")
+    step(f"{name}: {ids} ready")
+    return started
+
+
+async def wait_ready(started: list[ReplicaStatus], timeout_s: float) -> str | None:
+    """None once all are ready; else why one of them is not."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for s in started:
+            if s.restarts > 0:
+                return f"{s.replica_id} did not start ({s.last_exit}); see {s.log}"
+        if all(s.state is ReplicaState.READY for s in started):
+            return None
+        if time.monotonic() > deadline:
+            late = [s.replica_id for s in started if s.state is not ReplicaState.READY]
+            return f"{', '.join(late)} not ready after {timeout_s:.0f}s"
+        await asyncio.sleep(POLL_S)
+
+
+async def retire(
+    c: Controller, status: ReplicaStatus, grace_s: float, step: Callable[[str], None]
+) -> None:
+    """Drain one replica (no new requests; wait for its engine's queue to empty, at most
+    `grace_s`), then stop it."""
+    rid = status.replica_id
+    status.draining = True
+    step(f"{status.model}: draining {rid}")
+    await asyncio.sleep(SETTLE_S)
+    left = await _wait_idle(c, status, grace_s)
+    await c.remove_replica(rid)
+    note = f" ({left} requests still running after {grace_s:g}s)" if left else ""
+    step(f"{status.model}: stopped {rid}{note}")
+
+
+async def _wait_idle(c: Controller, status: ReplicaStatus, grace_s: float) -> int:
+    """0 once the engine has nothing running or waiting; else what it still has when
+    `grace_s` ends (or 0 when it cannot tell: it is not running)."""
+    metrics = get_adapter(status.engine).load_metrics
+    deadline = time.monotonic() + grace_s
+    left = 0
+    while status.url:
+        text = await c.probe_text(status.url + "/metrics")
+        load = parse_load(text, metrics=metrics) if text is not None else None
+        if load is None:
+            return 0
+        left = load.running + load.waiting
+        if left == 0 or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(POLL_S)
+    return left
 
 
 # -- the request from `deepfleet apply` ---------------------------------------------------

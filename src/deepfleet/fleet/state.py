@@ -75,6 +75,8 @@ class ModelRoute:
     block_size: int | None = None
     migration_limit: int | None = None  # None: the gateway's default
     queue_timeout_s: float | None = None  # wait for a replica that is coming; None: 60 s
+    desired: int | None = None  # the autoscaler's last decision (replicas: {min, max} only)
+    reason: str | None = None  # and why
 
 
 @dataclass
