@@ -48,6 +48,10 @@ class Report:
     greedy_checked: int = 0
     greedy_differs: int = 0
     faults: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    """What each failed request saw (the first 50), with the time it ended."""
+    greedy_diffs: list[str] = field(default_factory=list)
+    """Each greedy transcript that differs from its reference: where they part (first 20)."""
 
 
 def body(prompt: str, greedy: bool, tokens: int) -> dict[str, object]:
@@ -64,12 +68,12 @@ def body(prompt: str, greedy: bool, tokens: int) -> dict[str, object]:
 async def one(
     session: aiohttp.ClientSession, url: str, req: dict[str, object], hang_s: float
 ) -> tuple[str, str]:
-    """('ok' | 'error' | 'hang', text)."""
+    """('ok' | 'error: why' | 'hang', text)."""
     text = ""
     try:
         async with session.post(url + "/v1/chat/completions", json=req) as resp:
             if resp.status != 200:
-                return "error", text
+                return f"error: HTTP {resp.status} {(await resp.text())[:200]}", text
             last = ""
             while True:
                 line = await asyncio.wait_for(resp.content.readline(), hang_s)
@@ -82,14 +86,21 @@ async def one(
                 if data != "[DONE]":
                     obj = json.loads(data)
                     if "error" in obj:
-                        return "error", text
+                        return f"error: event {json.dumps(obj['error'])[:200]}", text
                     for c in obj["choices"]:
                         text += c["delta"].get("content") or ""
-            return ("ok" if last == "[DONE]" else "error"), text
+            return ("ok" if last == "[DONE]" else "error: no [DONE]"), text
     except TimeoutError:
         return "hang", text
-    except aiohttp.ClientError:
-        return "error", text
+    except aiohttp.ClientError as exc:
+        return f"error: {type(exc).__name__} {exc}", text
+
+
+def parting(text: str, ref: str) -> str:
+    """Where a transcript leaves its reference, and the next characters of each."""
+    at = next((k for k, (a, b) in enumerate(zip(text, ref, strict=False)) if a != b), None)
+    at = min(len(text), len(ref)) if at is None else at
+    return f"parts at char {at}: {text[at : at + 40]!r} vs {ref[at : at + 40]!r}"
 
 
 async def faults(fleet: Fleet, spec: str, until: float, report: Report) -> None:
@@ -142,11 +153,17 @@ async def drive(fleet: Fleet, args: argparse.Namespace) -> Report:
                 )
                 report.requests += 1
                 report.completed += status == "ok"
-                report.errors += status == "error"
+                report.errors += status.startswith("error")
                 report.hangs += status == "hang"
-                if greedy and status == "ok" and reference.get(prompt) is not None:
+                if status != "ok" and len(report.failures) < 50:
+                    report.failures.append(f"{time.strftime('%H:%M:%S')} {status}")
+                ref = reference.get(prompt)
+                if greedy and status == "ok" and ref is not None:
                     report.greedy_checked += 1
-                    report.greedy_differs += text != reference[prompt]
+                    if text != ref:
+                        report.greedy_differs += 1
+                        if len(report.greedy_diffs) < 20:
+                            report.greedy_diffs.append(f"{prompt!r} {parting(text, ref)}")
 
         await asyncio.gather(*(worker(i) for i in range(args.streams)))
         for t in chaos:

@@ -146,7 +146,11 @@ class FakeEngine:
         self.port = 0
 
     async def start(self, port: int = 0) -> None:
-        self._runner = web.AppRunner(make_app(self.ctl, self.name), handle_signals=False)
+        # A handler still running (mode "hang") holds cleanup for shutdown_timeout: 1 s, not
+        # aiohttp's 60 s per engine.
+        self._runner = web.AppRunner(
+            make_app(self.ctl, self.name), handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()

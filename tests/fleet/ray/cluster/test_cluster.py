@@ -110,21 +110,27 @@ class Watch:
         self.steps: list[tuple[float, str, str]] = []
         self.t0 = time.monotonic()
         self._stop = threading.Event()
+        # The first state is read here, before the caller acts: one `status` call can take
+        # seconds on a loaded box, and the thread would then see only what came after.
+        self._last = self._observe()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _observe(self, last: tuple[str, str] | None = None) -> tuple[str, str] | None:
+        try:
+            st = status(self.state_dir)
+        except AssertionError:
+            return last
+        r = next(x for x in replicas(st) if x["id"] == self.replica)
+        step = (r["state"], r["detail"] or r["last_exit"] or ",".join(r["nodes"]))
+        if step != last:
+            self.steps.append((round(time.monotonic() - self.t0, 1), *step))
+        return step
+
     def _run(self) -> None:
-        last = None
+        last = self._last
         while not self._stop.is_set():
-            try:
-                st = status(self.state_dir)
-            except AssertionError:
-                continue
-            r = next(x for x in replicas(st) if x["id"] == self.replica)
-            step = (r["state"], r["detail"] or r["last_exit"] or ",".join(r["nodes"]))
-            if step != last:
-                last = step
-                self.steps.append((round(time.monotonic() - self.t0, 1), *step))
+            last = self._observe(last)
             time.sleep(0.3)
 
     def stop(self) -> None:
