@@ -4,7 +4,6 @@ brings a second replica, idle takes it away by draining, and no request fails.""
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,20 @@ from rich.console import Console
 
 from deepfleet.cli.live import fleet_table, state_json
 from deepfleet.config import FleetConfig
-from deepfleet.engines.base import LaunchSpec, ReplicaPlan
 from deepfleet.fleet.autoscaler import FleetAutoscaler, p90, parse_gateway
 from deepfleet.fleet.controller import Controller
 from deepfleet.fleet.events import FleetEvent, Serving
-from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.lifecycle import serve
 from deepfleet.fleet.ports import free_port
 from deepfleet.fleet.state import (
     FleetState,
     ModelRoute,
-    NodeStatus,
     ReplicaState,
     ReplicaStatus,
     read_state,
 )
-from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
+from deepfleet.fleet.supervisor import SupervisorPolicy
+from tests.helpers.fake_fleet import FakeEngineLauncher, stream_once
 
 FAST = SupervisorPolicy(startup_timeout_s=20, health_interval_s=0.1, stop_grace_s=2)
 
@@ -57,47 +54,6 @@ def test_p90_of_the_samples_between_two_scrapes() -> None:
     assert p90(None, parse_gateway(METRICS % (9, 10, 10, 10), 0).ttft["m"]) == (0.1, 10.0)
 
 
-class Launcher:
-    """Replicas running tests.helpers.fake_engine_main: 20 tokens 50 ms apart (ITL 50 ms)."""
-
-    name = "local"
-
-    def __init__(self) -> None:
-        self._probe = HttpProbe()
-
-    def plans(self, cfg: FleetConfig, model_paths: dict[str, str]) -> list[ReplicaPlan]:
-        m = cfg.models[0]
-        count = m.fixed_replicas or 1
-        return [ReplicaPlan(m, f"tiny-{i}", "/m", "127.0.0.1", free_port()) for i in range(count)]
-
-    def runner(
-        self,
-        plan: ReplicaPlan,
-        status: ReplicaStatus,
-        on_change: Callable[[], None],
-        policy: SupervisorPolicy,
-    ) -> Supervisor:
-        engine = f"{sys.executable} -m tests.helpers.fake_engine_main {plan.port} e 20 0.05"
-        return Supervisor(status, LaunchSpec(argv=["sh", "-c", f"exec {engine}"]),
-                          plan.url + "/health", probe=self._probe, on_change=on_change,
-                          policy=policy)  # fmt: skip
-
-    async def nodes(self) -> list[NodeStatus]:
-        return []
-
-    async def close(self) -> None:
-        await self._probe.close()
-
-
-async def stream_once(client: httpx.AsyncClient, url: str) -> str:
-    body = {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
-        if r.status_code != 200:
-            return f"status {r.status_code}"
-        events = [line async for line in r.aiter_lines() if line.startswith("data: ")]
-    return "ok" if events and events[-1] == "data: [DONE]" else f"no [DONE]: {events[-1:]}"
-
-
 def test_load_brings_a_replica_and_idle_drains_it(tmp_path: Path) -> None:
     cfg = FleetConfig.model_validate(
         {
@@ -112,7 +68,7 @@ def test_load_brings_a_replica_and_idle_drains_it(tmp_path: Path) -> None:
             "gateway": {"port": free_port(), "metrics_token": "t0ken"},
         }
     )
-    launcher = Launcher()
+    launcher = FakeEngineLauncher()
     controller = Controller(cfg, tmp_path, launcher.plans(cfg, {}), policy=FAST, launcher=launcher)
     scaler = FleetAutoscaler(controller, interval_s=0.3, window_s=2.0)
     events: list[FleetEvent] = []
@@ -188,7 +144,7 @@ def test_no_decision_without_the_gateways_numbers(tmp_path: Path) -> None:
             "gateway": {"port": free_port()},
         }
     )
-    launcher = Launcher()
+    launcher = FakeEngineLauncher()
     controller = Controller(cfg, tmp_path, launcher.plans(cfg, {}), policy=FAST, launcher=launcher)
     scaler = FleetAutoscaler(controller, interval_s=0.01, window_s=1.0)
 

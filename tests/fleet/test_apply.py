@@ -7,25 +7,22 @@ import asyncio
 import json
 import os
 import signal
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from deepfleet.config import FleetConfig
-from deepfleet.engines.base import LaunchSpec, ReplicaPlan
 from deepfleet.fleet.changes import changes
 from deepfleet.fleet.controller import Controller, read_applied
 from deepfleet.fleet.events import FleetEvent, Serving
-from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.lifecycle import APPLY_SIGNAL, serve
 from deepfleet.fleet.ports import free_port
 from deepfleet.fleet.process import pid_alive
 from deepfleet.fleet.rollout import write_request
-from deepfleet.fleet.state import ApplyStatus, NodeStatus, ReplicaStatus
-from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
+from deepfleet.fleet.state import ApplyStatus
+from deepfleet.fleet.supervisor import SupervisorPolicy
+from tests.helpers.fake_fleet import FakeEngineLauncher, stream_once
 
 FAST = SupervisorPolicy(startup_timeout_s=20, health_interval_s=0.1, stop_grace_s=2)
 
@@ -66,61 +63,12 @@ def test_models_added_and_removed_and_sections_not_applied() -> None:
 
 
 # -- the rollout -------------------------------------------------------------------------------
-class Launcher:
-    """Replicas that run tests.helpers.fake_engine_main (20 tokens, 50 ms apart: 1 s streams);
-    `engine_args: {fail: true}` makes an engine that exits at once."""
-
-    name = "local"
-
-    def __init__(self) -> None:
-        self._probe = HttpProbe()
-
-    def plans(self, cfg: FleetConfig, model_paths: dict[str, str]) -> list[ReplicaPlan]:
-        m = cfg.models[0]
-        assert isinstance(m.replicas, int)
-        return [
-            ReplicaPlan(m, f"tiny-{i}", "/m", "127.0.0.1", free_port()) for i in range(m.replicas)
-        ]
-
-    def runner(
-        self,
-        plan: ReplicaPlan,
-        status: ReplicaStatus,
-        on_change: Callable[[], None],
-        policy: SupervisorPolicy,
-    ) -> Supervisor:
-        engine = f"{sys.executable} -m tests.helpers.fake_engine_main {plan.port} e 20 0.05"
-        if plan.model.engine_args.get("fail"):
-            engine = "sh -c 'exit 3'"
-        return Supervisor(status, LaunchSpec(argv=["sh", "-c", f"exec {engine}"]),
-                          plan.url + "/health", probe=self._probe, on_change=on_change,
-                          policy=policy)  # fmt: skip
-
-    async def nodes(self) -> list[NodeStatus]:
-        return []
-
-    async def close(self) -> None:
-        await self._probe.close()
-
-
-async def stream_once(client: httpx.AsyncClient, url: str) -> str:
-    """One streamed request; 'ok' when it ended with [DONE] and no error event."""
-    body = {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
-        if r.status_code != 200:
-            return f"status {r.status_code}: {(await r.aread())[:200]!r}"
-        events = [line async for line in r.aiter_lines() if line.startswith("data: ")]
-    if any('"error"' in e for e in events):
-        return f"error event: {next(e for e in events if 'error' in e)}"
-    return "ok" if events and events[-1] == "data: [DONE]" else f"no [DONE]: {events[-1:]}"
-
-
 def run_apply(tmp_path: Path, new: FleetConfig, streams: int = 4) -> dict[str, Any]:
     """Start a fleet of `config()`, keep `streams` streams going, apply `new` (as
     `deepfleet apply` does: request file + SIGUSR1), and report what happened."""
     cfg = config()
     new = new.model_copy(update={"gateway": cfg.gateway})
-    launcher = Launcher()
+    launcher = FakeEngineLauncher()
     controller = Controller(cfg, tmp_path, launcher.plans(cfg, {}), policy=FAST, launcher=launcher)
     events: list[FleetEvent] = []
     results: list[str] = []
@@ -204,7 +152,7 @@ def test_a_new_replica_that_cannot_start_leaves_the_old_ones_serving(tmp_path: P
 def test_signal_without_a_request_is_ignored(tmp_path: Path) -> None:
     """A stray SIGUSR1 (no request file) is logged, not fatal."""
     cfg = config(replicas=1)
-    launcher = Launcher()
+    launcher = FakeEngineLauncher()
     controller = Controller(cfg, tmp_path, launcher.plans(cfg, {}), policy=FAST, launcher=launcher)
 
     async def main() -> None:
@@ -224,7 +172,7 @@ def test_stopping_the_fleet_lets_running_streams_finish(tmp_path: Path) -> None:
     """SIGTERM to the controller (what `deepfleet down` sends) drains: the gateway finishes
     the streams it has before the engines stop."""
     cfg = config(replicas=1)
-    launcher = Launcher()
+    launcher = FakeEngineLauncher()
     controller = Controller(cfg, tmp_path, launcher.plans(cfg, {}), policy=FAST, launcher=launcher)
     events: list[FleetEvent] = []
     results: list[str] = []
