@@ -35,6 +35,7 @@ from deepfleet.fleet.changes import RESTART_SECTIONS, ModelChange, changes
 from deepfleet.fleet.controller import Controller, model_route, write_applied
 from deepfleet.fleet.files import atomic_write, private_dir
 from deepfleet.fleet.model_paths import model_paths
+from deepfleet.fleet.replicas import on_cpu
 from deepfleet.fleet.state import ApplyStatus, ReplicaState, ReplicaStatus
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class Rollout:
     @staticmethod
     def _one_by_one(plans: list[ReplicaPlan]) -> bool:
         """Replicas on accelerators: the old ones hold the devices the new ones need."""
-        return any(get_adapter(p.model.engine).vendor != "cpu" for p in plans)
+        return not all(on_cpu(p.model) for p in plans)
 
     # -- starting -------------------------------------------------------------------------
     async def _start(self, name: str, plans: Sequence[ReplicaPlan]) -> list[ReplicaStatus]:
