@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+# A throwaway PostgreSQL server (`pg_server`) and a fresh database per test (`pg`).
+pytest_plugins = ["tests.helpers.postgres"]
+
 
 @pytest.fixture(scope="session")
 def vllm_parser() -> Any:

@@ -11,12 +11,11 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from deepfleet.autoscale.signals import p90, parse_gateway
 from deepfleet.cli.live import fleet_table, state_json
 from deepfleet.config import FleetConfig
-from deepfleet.fleet.autoscaler import FleetAutoscaler, p90, parse_gateway
+from deepfleet.fleet.autoscaler import FleetAutoscaler
 from deepfleet.fleet.controller import Controller
-from deepfleet.fleet.events import FleetEvent, Serving
-from deepfleet.fleet.lifecycle import serve
 from deepfleet.fleet.ports import free_port
 from deepfleet.fleet.state import (
     FleetState,
@@ -26,7 +25,7 @@ from deepfleet.fleet.state import (
     read_state,
 )
 from deepfleet.fleet.supervisor import SupervisorPolicy
-from tests.helpers.fake_fleet import FakeEngineLauncher, stream_once
+from tests.helpers.fake_fleet import FakeEngineLauncher, serving, stream_once
 
 FAST = SupervisorPolicy(startup_timeout_s=20, health_interval_s=0.1, stop_grace_s=2)
 
@@ -71,7 +70,6 @@ def test_load_brings_a_replica_and_idle_drains_it(tmp_path: Path) -> None:
     launcher = FakeEngineLauncher()
     controller = Controller(cfg, tmp_path, launcher.plans(cfg, {}), policy=FAST, launcher=launcher)
     scaler = FleetAutoscaler(controller, interval_s=0.3, window_s=2.0)
-    events: list[FleetEvent] = []
     results: list[str] = []
     seen: dict[str, Any] = {"counts": []}
 
@@ -94,10 +92,7 @@ def test_load_brings_a_replica_and_idle_drains_it(tmp_path: Path) -> None:
         return False
 
     async def main() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(serve(controller, events.append, stop, (), scaler))
-        try:
-            assert await wait_for(lambda: any(isinstance(e, Serving) for e in events), 20)
+        async with serving(controller, scaler):
             done = asyncio.Event()
             clients = [
                 asyncio.create_task(load(controller.state.gateway_url, done)) for _ in range(4)
@@ -111,9 +106,6 @@ def test_load_brings_a_replica_and_idle_drains_it(tmp_path: Path) -> None:
             state = read_state(tmp_path / "fleet.json")
             assert state is not None
             seen["route"] = state.models[0]
-        finally:
-            stop.set()
-            await task
 
     asyncio.run(main())
     assert seen["up"], seen["counts"][-20:]

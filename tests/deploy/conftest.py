@@ -1,6 +1,10 @@
 """Configs the deploy tests render: the reference plan (examples/fleet.r1-8x8.yaml plus the
 deploy section in data/), the Ascend example (MindIE, and the same with vllm-ascend) and one
-GPU host; and a helper that renders a case into a folder."""
+GPU host, a model served disaggregated on the Ascend nodes, and the configs `deepfleet plan-pd
+--write-config` writes for R1 on 8 x 8 H200 (chat: aggregated; long documents: P/D 5:3) and on
+8 x 8 910B (long documents: aggregated tp 8 x pp 8, plus a deploy section naming the nodes;
+tests/deploy/test_planned.py checks they are what the planner writes today); and a helper
+that renders a case into a folder."""
 
 from __future__ import annotations
 
@@ -50,6 +54,24 @@ def reference_text() -> str:
     )
 
 
+def ascend_planned_text() -> str:
+    return (DATA / "r1-8x8-910b-long-docs.yaml").read_text() + (
+        DATA / "r1-8x8-910b.deploy.yaml"
+    ).read_text()
+
+
+def gateway_pods_text() -> str:
+    """The reference plan with three gateway pods on PostgreSQL (gateway.instances on k8s)."""
+    text = reference_text().replace(
+        "  workers: 4\n",
+        "  instances: 3\n  state: {backend: postgres, dsn_env: DEEPFLEET_STATE_DSN}\n",
+    )
+    return text.replace(
+        "    service_monitor: true\n",
+        "    service_monitor: true\n    state_env_secret: deepfleet-state-db\n",
+    )
+
+
 def ascend_text(engine: str = "mindie") -> str:
     text = (ROOT / "examples/fleet.ascend-2x8.yaml").read_text()
     return text.replace("engine: mindie ", f"engine: {engine} ")
@@ -59,10 +81,15 @@ CASES = {
     c.name: c
     for c in (
         Case("r1-8x8-k8s", "k8s", reference_text()),
+        Case("r1-8x8-k8s-gateways", "k8s", gateway_pods_text()),
         Case("r1-8x8-compose", "compose", reference_text()),
         Case("h200-1x8-compose", "compose", (DATA / "h200-1x8.yaml").read_text()),
         Case("ascend-2x8-mindie", "ascend", ascend_text("mindie")),
         Case("ascend-2x8-vllm-ascend", "ascend", ascend_text("vllm-ascend")),
+        Case("ascend-2x8-pd", "ascend", (DATA / "ascend-2x8-pd.yaml").read_text()),
+        Case("r1-8x8-h200-chat-k8s", "k8s", (DATA / "r1-8x8-h200-chat.yaml").read_text()),
+        Case("r1-8x8-h200-long-docs-k8s", "k8s", (DATA / "r1-8x8-h200-long-docs.yaml").read_text()),
+        Case("r1-8x8-910b-long-docs-ascend", "ascend", ascend_planned_text()),
     )
 }
 

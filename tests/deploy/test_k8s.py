@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from deepfleet.deploy.plan import LOAD_OVERHEAD_S, LOAD_SAFETY, DeployError, deploy_plan
+from deepfleet.gateway.remote import check
 from tests.deploy.conftest import CASES, config_of, render, render_case, run, tool
 from tests.deploy.manifests import validate, validate_crd
 
@@ -199,3 +200,75 @@ def test_k8s_refuses(change: dict[str, Any], problem: str) -> None:
     with pytest.raises(DeployError) as info:
         render("k8s", data)
     assert info.value.problems == [problem]
+
+
+def ray_cluster_of(data: dict[str, Any]) -> dict[str, Any]:
+    files = render("k8s", data).files
+    name = next(n for n in files if n.endswith("raycluster.yaml"))
+    doc: dict[str, Any] = yaml.safe_load(files[name])
+    return doc
+
+
+def test_a_replica_range_lets_kuberay_add_and_remove_worker_pods() -> None:
+    """`replicas: {min, max}` (issue 24): the RayCluster's autoscaler is on and its GPU group
+    may go from the nodes `min` replicas take to those `max` take; a fixed count keeps it off."""
+    fixed = ray_cluster_of(CASES["r1-8x8-k8s"].data())
+    assert fixed["spec"]["enableInTreeAutoscaling"] is False
+    group = fixed["spec"]["workerGroupSpecs"][0]
+    assert group["minReplicas"] == group["maxReplicas"] == group["replicas"] == 4  # 1 x tp8 pp4
+    data = CASES["r1-8x8-k8s"].data()
+    data["models"][0]["replicas"] = {"min": 1, "max": 2}
+    cluster = ray_cluster_of(data)
+    validate_crd(cluster)
+    assert cluster["spec"]["enableInTreeAutoscaling"] is True
+    assert cluster["spec"]["autoscalerOptions"]["upscalingMode"] == "Default"
+    group = cluster["spec"]["workerGroupSpecs"][0]
+    assert (group["minReplicas"], group["replicas"], group["maxReplicas"]) == (4, 4, 8)
+
+
+def test_gateway_pods_behind_the_service(tmp_path: Path) -> None:
+    """`gateway.instances: 3` on PostgreSQL: a Deployment of 3 gateway pods that follow the
+    fleet state from the database, the Service and the open NetworkPolicy on them, the head's
+    config with instances 1 and share_fleet; every object validates."""
+    render_case(CASES["r1-8x8-k8s-gateways"]).write(tmp_path)
+    docs = kustomize(tmp_path)
+    for doc in docs:
+        validate(doc)
+    gateway = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "deepfleet-gateway"
+    )
+    pods = {"app.kubernetes.io/component": "gateway", "app.kubernetes.io/instance": "deepfleet"}
+    assert gateway["spec"]["replicas"] == 3
+    assert gateway["spec"]["template"]["metadata"]["labels"] == pods
+    pod = gateway["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"][:3] == ["python3", "-m", "deepfleet.gateway.remote"]
+    assert container["envFrom"] == [{"secretRef": {"name": "deepfleet-state-db"}}]
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container)
+    assert "hostNetwork" not in pod
+    svc = next(d for d in by_kind(docs, "Service") if d["metadata"]["name"] == "deepfleet-gateway")
+    assert svc["spec"]["selector"] == pods
+    open_to_all = next(
+        d for d in by_kind(docs, "NetworkPolicy") if d["metadata"]["name"] == "deepfleet-gateway"
+    )
+    assert open_to_all["spec"]["podSelector"]["matchLabels"] == pods
+    config = next(s for s in by_kind(docs, "Secret") if s["metadata"]["name"].endswith("-config"))
+    rendered = yaml.safe_load(base64.b64decode(config["data"]["fleet.yaml"]))
+    head_cfg = config_of(rendered)  # what `deepfleet up` and the gateway pods load
+    assert head_cfg.gateway.instances == 1 and head_cfg.gateway.state.share_fleet
+    assert check(head_cfg) is None
+    head = by_kind(docs, "RayCluster")[0]["spec"]["headGroupSpec"]["template"]["spec"]
+    assert head["containers"][0]["envFrom"] == container["envFrom"]
+    assert head["initContainers"][-1]["envFrom"] == container["envFrom"]  # creates the key
+
+
+def test_gateway_pods_need_postgres() -> None:
+    data = CASES["r1-8x8-k8s"].data()
+    data["gateway"] = {"host": "0.0.0.0", "instances": 2}
+    with pytest.raises(DeployError) as info:
+        render("k8s", data)
+    assert info.value.problems == [
+        "gateway.instances: 2 gateway pods share keys, limits and the fleet state through "
+        "PostgreSQL; set gateway.state.backend: postgres (with dsn or dsn_env, and "
+        "deploy.kubernetes.state_env_secret for the password), or instances: 1"
+    ]

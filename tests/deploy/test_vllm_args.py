@@ -52,6 +52,7 @@ EXPECTED = {  # case: (commands, tp, pp)
     "r1-8x8-compose": (1, 8, 4),
     "h200-1x8-compose": (3, None, 1),
     "ascend-2x8-vllm-ascend": (1, 8, 2),
+    "r1-8x8-910b-long-docs-ascend": (1, 8, 8),
 }
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 
 from deepfleet.config import FleetConfig
+from deepfleet.fleet.applied import read_applied
 from deepfleet.fleet.changes import changes
-from deepfleet.fleet.controller import Controller, read_applied
+from deepfleet.fleet.controller import Controller
 from deepfleet.fleet.events import FleetEvent, Serving
 from deepfleet.fleet.lifecycle import APPLY_SIGNAL, serve
 from deepfleet.fleet.ports import free_port

@@ -138,3 +138,33 @@ def test_a_fixed_layout_keeps_its_data_parallel_and_expert_parallel_flags() -> N
     assert dict(s.extra_args) == {"data_parallel_size": 8, "enable_expert_parallel": True}
     plain = size_model(config(R1_16_H200 + "    parallel: {tp: 8, pp: 2}\n"), 0)
     assert plain.extra_args == ()
+
+
+def test_a_disaggregated_model_sizes_each_pool_with_its_own_layout() -> None:
+    """Each pool is planned as a model of its shape: prefill TP 8, decode DP 8 with expert
+    parallelism on one node each; the model's sizing counts both pools' replicas."""
+    pd = (
+        "    disaggregation:\n"
+        "      prefill: {replicas: 1, tensor_parallel_size: 8, expert_parallel: true}\n"
+        "      decode: {replicas: 1, data_parallel_size: 8, expert_parallel: true}\n"
+    )
+    (s,) = size_fleet(config(R1_16_H200 + pd))
+    prefill, decode = s.pools
+    assert (s.replicas, prefill.role, decode.role) == (2, "prefill", "decode")
+    assert (prefill.tp, dict(prefill.extra_args)) == (8, {"enable_expert_parallel": True})
+    assert (decode.tp, dict(decode.extra_args)) == (
+        1,
+        {"data_parallel_size": 8, "enable_expert_parallel": True},
+    )
+    assert s.pool_of(1) == (decode, 0)
+
+
+def test_a_pool_that_does_not_fit_is_refused_under_its_field() -> None:
+    """R1 on one H200 (a pool's default layout) does not fit: the line names the pool."""
+    cfg = config(
+        R1_16_H200 + "    disaggregation: {prefill: {replicas: 1}, decode: {replicas: 1}}\n"
+    )
+    with pytest.raises(InfeasibleConfig) as err:
+        size_fleet(cfg)
+    assert err.value.lines[0] == "models[0].disaggregation.prefill:"
+    assert "models[0].disaggregation.decode:" in err.value.lines

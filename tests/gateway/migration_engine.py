@@ -56,6 +56,7 @@ class MigrationEngine:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.stopping = asyncio.Event()
+        self.requests = 0
 
     @property
     def url(self) -> str:
@@ -93,6 +94,7 @@ class MigrationEngine:
         ctl = self.ctl
         body = await request.json()
         ctl.requests += 1
+        self.requests += 1
         ctl.bodies.append(body)
         chat = request.path.endswith("chat/completions")
         prompt = self._prompt(body, chat)

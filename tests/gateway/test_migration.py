@@ -269,3 +269,56 @@ async def test_non_stream_reasoning_is_capped(mrig: MRig) -> None:
     assert body["usage"]["completion_tokens"] == 10
     assert mrig.outcomes[0].output_tokens == 10
     assert await metric(mrig, "deepfleet_reasoning_capped_total") == 1
+
+
+def set_ready(rig: MRig, ready: list[bool], restarts: list[int] | None = None) -> None:
+    """Rewrite the fleet state: replica i ready or restarting, with its restart count."""
+    table = rig.gateway.table
+    state = table.follower.state
+    assert state is not None
+    for i, r in enumerate(state.replicas):
+        r.state = ReplicaState.READY if ready[i] else ReplicaState.RESTARTING
+        r.restarts = restarts[i] if restarts else r.restarts
+    write_state(table.follower.path, state)
+    table.refresh()
+
+
+async def test_with_no_other_replica_ready_the_stream_waits_for_one(mrig: MRig) -> None:
+    """The only ready engine dies mid-stream while the others restart: the stream is held
+    (not ended with an error event) until one is back, then continues exactly."""
+    ref = await reference(mrig, "/v1/completions", {"prompt": "count"})
+    set_ready(mrig, [True, False, False])
+    mrig.ctl.fail = "die"
+
+    async def one_comes_back() -> None:
+        await asyncio.sleep(0.2)
+        set_ready(mrig, [False, False, False])  # the controller saw it die
+        await asyncio.sleep(0.6)
+        set_ready(mrig, [False, True, False])
+
+    back = asyncio.ensure_future(one_comes_back())
+    got = await asyncio.wait_for(stream(mrig, "/v1/completions", {"prompt": "count"}), 10)
+    await back
+    assert parts(got)[1] == parts(ref)[1]
+    assert await metric(mrig, 'deepfleet_migrations_total{model="tiny",reason="disconnect"}') == 1
+    assert await metric(mrig, "deepfleet_waiting_for_replica") == 0
+    assert mrig.outcomes[-1].status == "200"
+
+
+async def test_the_failed_replica_counts_again_once_restarted(mrig: MRig) -> None:
+    """With one replica in the fleet, its restart (a new process) takes the continuation."""
+    ref = await reference(mrig, "/v1/completions", {"prompt": "count"})
+    set_ready(mrig, [True, False, False])
+    mrig.ctl.fail = "die"
+
+    async def it_restarts() -> None:
+        await asyncio.sleep(0.2)
+        set_ready(mrig, [False, False, False])
+        await asyncio.sleep(0.4)
+        set_ready(mrig, [True, False, False], restarts=[1, 0, 0])
+
+    back = asyncio.ensure_future(it_restarts())
+    got = await asyncio.wait_for(stream(mrig, "/v1/completions", {"prompt": "count"}), 10)
+    await back
+    assert parts(got)[1] == parts(ref)[1]
+    assert mrig.outcomes[-1].status == "200"

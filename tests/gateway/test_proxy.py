@@ -196,6 +196,7 @@ async def test_stream_that_dies_before_first_byte_is_retried(rig: Rig) -> None:
 
 
 async def test_silent_engines_time_out_into_a_503(rig: Rig) -> None:
+    rig.publish(queue_timeout_s=0.5)  # no other replica may come in time: 503
     rig.gateway.proxy.upstream.read_timeout = 0.3
     for e in rig.engines:
         e.ctl.mode = "hang"
@@ -205,3 +206,29 @@ async def test_silent_engines_time_out_into_a_503(rig: Rig) -> None:
     assert info.value.status_code == 503
     assert "TimeoutError" in str(info.value)
     assert time.monotonic() - started < 2.0
+
+
+async def test_when_every_replica_fails_before_a_byte_the_request_waits_for_a_restart(
+    rig: Rig,
+) -> None:
+    """Both engines die at the request's start (killed a moment before the controller saw it):
+    the request is not answered 503 but waits for a restarted replica and is served there."""
+    for e in rig.engines:
+        e.ctl.mode = "die_at_start"
+
+    async def restart_one() -> None:
+        await asyncio.sleep(0.3)
+        rig.publish(ready=[False, False])  # the controller saw both die
+        await asyncio.sleep(0.5)
+        rig.engines[1].ctl.mode = "ok"
+        rig.publish(ready=[False, True])  # one came back
+
+    restarting = asyncio.ensure_future(restart_one())
+    started = time.monotonic()
+    stream = await client(rig).completions.create(model=MODEL, prompt="x", stream=True)
+    text = "".join([ch.choices[0].text async for ch in stream if ch.choices])
+    await restarting
+    assert text.startswith("e1-")
+    assert time.monotonic() - started >= 0.8
+    wait = rig.gateway.metrics.registry.get_sample_value("deepfleet_replica_wait_seconds_count")
+    assert wait == 1

@@ -17,7 +17,8 @@ BODY = {"model": MODEL, "prompt": "x"}
 
 
 def gauge(rig: Rig, name: str) -> float:
-    value = rig.gateway.metrics.registry.get_sample_value(name)
+    labels = {"model": MODEL} if name == "deepfleet_waiting_for_replica" else None
+    value = rig.gateway.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import msgspec
+import zmq
 
 from deepfleet.sim.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
 
@@ -43,3 +46,22 @@ async def until(check: Callable[[], bool], within_s: float = 5.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+class IpcEngine:
+    """A publisher in vLLM's wire format on a Unix socket it binds, as a local engine does."""
+
+    def __init__(self, path: Path) -> None:
+        self.endpoint = f"ipc://{path}"
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.sock = self.context.socket(zmq.PUB)
+        self.sock.bind(self.endpoint)
+        self.seq = 0
+
+    def publish(self, *events: BlockStored | BlockRemoved | AllBlocksCleared) -> None:
+        self.sock.send_multipart([b"kv-events", self.seq.to_bytes(8, "big"), payload(*events)])
+        self.seq += 1
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.context.term()

@@ -102,7 +102,7 @@ def test_fleet_metrics_one_state_per_replica_and_restarts() -> None:
     }
     assert restarts == {"m-0": 2, "m-1": 1}
     empty = fleet_metrics.render(None)
-    assert empty.count("# TYPE") == 2 and "{" not in empty  # headers only
+    assert empty.count("# TYPE") == 5 and "{" not in empty  # headers only
 
 
 @pytest.mark.parametrize("token", [None, "s3cret"])

@@ -75,6 +75,15 @@ def test_ascend_refuses_fp8_and_points_to_w8a8() -> None:
     assert [a.weight_format for a in result.alternatives][:1] == ["int8"]
 
 
+def test_alternatives_on_many_nodes_keep_a_layer_per_stage() -> None:
+    # 8 x 8 910B with R1's fp8 checkpoint: the alternatives plan 16 to 64 nodes, whose
+    # one-stage-per-node layouts once reached 62+ stages for 61 layers and raised.
+    ascend = ClusterShape(get_device("Ascend-910B"), nodes=8, devices_per_node=8)
+    result = _plan(None, ascend)
+    assert result.recommended is None and result.alternatives
+    assert all(a.layout.pp <= R1.num_layers for a in result.alternatives)
+
+
 def test_infeasible_request_offers_nearest_alternatives() -> None:
     one_node = ClusterShape(get_device("H100"), nodes=1, devices_per_node=8)
     result = _plan("bf16", one_node, max_model_len=32_768)

@@ -1,6 +1,6 @@
-"""Reading a gateway's admission counters in tests, across the two layouts the gateway had
-(its admission state on `Gateway` itself, or on `Gateway.admission`), so the same security
-test runs against the code before and after a fix."""
+"""Reading a gateway's admission counters in tests, across the layouts the gateway had (its
+admission state on `Gateway` itself, on `Gateway.admission`, or a key's slots in the state
+backend's limits), so the same security test runs against the code before and after a fix."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from deepfleet.gateway.asgi import Incoming
 def key_in_flight(gw: Gateway, key_id: str) -> int:
     """Requests of the key this worker counts as in flight."""
     owner: Any = gw if hasattr(gw, "concurrency") else gw.admission
-    return int(owner.concurrency._count[key_id])
+    if hasattr(owner, "concurrency"):
+        return int(owner.concurrency._count[key_id])
+    return int(owner.buckets._concurrency._count[key_id])
 
 
 def free_upstream_slots(gw: Gateway) -> int:

@@ -29,7 +29,7 @@ def test_every_file_of_the_key_and_usage_stores_is_private(
     usage = TokenBuckets(tmp_path / "keys-usage.db")
     try:
         keys.create("alice")
-        usage.take("k1", "rpm", 10, 1.0, 1.0)
+        usage.take_now("k1", "rpm", 10, 1.0, 1.0)
         files = sorted(p.name for p in tmp_path.iterdir())
         assert {"keys.db", "keys.db-wal", "keys.db-shm", "keys-usage.db"} <= set(files)
         loose = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,7 @@ def _env(hub: Hub, cache_root: Path) -> dict[str, str]:
         "DEEPFLEET_CACHE_DIR": str(cache_root),
         "PYTHONPATH": str(ROOT / "src"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_OFFLINE": "0",  # these tests pull from the local hub, whatever the caller set
     }
 
 
@@ -127,6 +129,7 @@ def test_pull_serves_the_model_and_marks_it_verified(hub: Hub, tmp_path: Path) -
     assert cache.is_complete(folder)
     assert (folder / WEIGHTS).stat().st_size == size
     assert "MB" in r.stderr and "/s" in r.stderr  # the bar: bytes and rate
+    assert re.search(r"\d+:\d\d:\d\d", r.stderr)  # and time left (rich's TimeRemainingColumn)
     served = _served(hub, before)
     tokenizer = (_model() / "tokenizer.json").stat().st_size
     assert served == size + tokenizer  # the two LFS files, once each

@@ -40,6 +40,7 @@ def test_up_pulls_and_serves_paris(tmp_path: Path) -> None:
             **os.environ,
             "HF_ENDPOINT": hub.endpoint,
             "DEEPFLEET_CACHE_DIR": str(tmp_path / "cache"),
+            "HF_HUB_OFFLINE": "0",  # `up` pulls from the local hub, whatever the caller set
         }
         base = [sys.executable, "-m", "deepfleet"]
         up = subprocess.run(

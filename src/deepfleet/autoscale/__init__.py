@@ -1,6 +1,7 @@
 """Autoscaling: how many replicas each model should run, decided from its latency targets.
 
-`decide.py` is the decision core (pure: an Observation in, a Decision out, no I/O), used by
+`signals.py` reads the gateway's /metrics into what the controller observes; `decide.py` is
+the decision core (pure: an Observation in, a Decision out, no I/O), used by
 the controller (fleet/autoscaler.py) and by the simulator (sim/autoscale_fleet.py) alike;
 `capacity.py` turns a replica's step-time model into the request rate it serves within the
 targets, which the core's predictive sizing divides the arrival rate by.

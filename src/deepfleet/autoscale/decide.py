@@ -20,9 +20,13 @@ Each tick, in this order:
 4. Down, only without pressure and `down_cooldown_s` after the last scaling either way, and
    with hysteresis: to `ceil(rate / (capacity x utilization x (1 - hysteresis)))`, so a rate
    that wobbles around a boundary does not flap. Without a capacity model: one replica less
-   when every signal is below half its target.
-5. Scale to zero (`min_replicas` 0): no arrival, nothing queued or running for
-   `idle_timeout_s`; until then at least one replica stays.
+   when every signal is below half its target, every ready replica's load was read, and,
+   when a replica's `slots` are known, the requests running and waiting fit half the slots
+   of one replica fewer (latencies stay low while every slot is taken; removing a replica
+   would queue).
+5. Scale to zero (`min_replicas` 0): no arrival, nothing queued, running, starting or unread for
+   `idle_timeout_s` (a replica still loading is not idle time: the fleet's first replica,
+   or one a request called, counts from when it is ready); until then one replica stays.
 
 Everything is clamped to [min_replicas, max_replicas].
 """
@@ -75,6 +79,11 @@ class Observation:
     """The fullest ready replica's KV cache usage, 0-1."""
     capacity_rps: float | None = None
     """Requests/s one replica serves within the targets; None: no model, reactive only."""
+    slots: int | None = None
+    """Sequences one replica runs at once (its max_num_seqs), when known."""
+    unread: int = 0
+    """Ready replicas whose load (/metrics) could not be read this tick (a loaded engine
+    answering late): what they run is unknown, so the model is neither calm nor idle."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +115,8 @@ class Autoscaler:
         if self._first is None:
             self._first = obs.now  # a fresh core does not scale down before its cool-down
         current = obs.ready + obs.starting
-        busy = obs.arrival_rate > 0 or obs.queued > 0 or obs.running > 0
-        if busy or self.last_busy == -math.inf:
+        busy = obs.arrival_rate > 0 or obs.queued > 0 or obs.running > 0 or obs.unread > 0
+        if busy or obs.starting or self.last_busy == -math.inf:
             self.last_busy = obs.now
         forecast = self._forecast(obs.now, obs.arrival_rate)
         need = self._need(forecast, obs.capacity_rps, t.utilization)
@@ -166,15 +175,26 @@ class Autoscaler:
 
     def _calm(self, obs: Observation) -> bool:
         """Every latency and queue signal below half its target (with traffic, a latency
-        not measured is not calm)."""
+        not measured is not calm: requests arriving or running)."""
         t = self.t
-        if obs.arrival_rate > 0 and (obs.ttft_p90_s is None or obs.itl_p90_s is None):
+        traffic = obs.arrival_rate > 0 or obs.running > 0
+        if obs.unread:
+            return False
+        if traffic and (obs.ttft_p90_s is None or obs.itl_p90_s is None):
             return False
         return (
             (obs.ttft_p90_s is None or obs.ttft_p90_s < t.ttft_p90_s / 2)
             and (obs.itl_p90_s is None or obs.itl_p90_s < t.itl_p90_s / 2)
             and obs.queued <= max(obs.ready, 1) * t.queue_per_replica / 2
         )
+
+    @staticmethod
+    def _fits(obs: Observation, replicas: int) -> bool:
+        """The requests running and waiting fit half the slots of `replicas` (true when the
+        slots are not known)."""
+        if not obs.slots:
+            return True
+        return obs.running + obs.queued <= replicas * obs.slots / 2
 
     def _down(self, obs: Observation, current: int, need: int | None) -> Decision:
         t = self.t
@@ -190,11 +210,12 @@ class Autoscaler:
                 f"{t.utilization * (1 - t.hysteresis):.0%} of {obs.capacity_rps:.2f} req/s"
             )
         else:
-            target = current - 1 if self._calm(obs) else current
+            target = current - 1 if self._calm(obs) and self._fits(obs, current - 1) else current
             target = max(floor, target)
             why = "every signal below half its target"
         if target >= current or obs.starting:
-            return Decision(current, current, f"hold: {current} replicas", need)
+            unread = f" ({obs.unread} replicas' load not read)" if obs.unread else ""
+            return Decision(current, current, f"hold: {current} replicas{unread}", need)
         wait = t.down_cooldown_s - (obs.now - max(self.last_up, self.last_down, self._first or 0))
         if wait > 0:
             return Decision(current, current, f"hold: down to {target} in {wait:.0f}s", need)

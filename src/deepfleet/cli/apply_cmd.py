@@ -20,8 +20,8 @@ from deepfleet.cli.common import (
     resolve_state_dir,
 )
 from deepfleet.cli.weights_cmd import pull_fleet_weights
+from deepfleet.fleet.applied import read_applied
 from deepfleet.fleet.changes import ApplyPlan, changes
-from deepfleet.fleet.controller import read_applied
 from deepfleet.fleet.lifecycle import APPLY_SIGNAL
 from deepfleet.fleet.process import pid_alive
 from deepfleet.fleet.rollout import write_request

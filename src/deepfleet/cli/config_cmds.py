@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from deepfleet.cli.common import load_config, out
+from deepfleet.config.schema import ModelSpec
 
 
 def check(
@@ -19,8 +20,16 @@ def check(
     if as_json:
         out.print_json(json.dumps(cfg.model_dump(mode="json")))
         return
-    replicas = ", ".join(f"{m.name} x{m.replicas} on {m.engine}" for m in cfg.models)
+    replicas = ", ".join(f"{m.name} {_count(m)} on {m.engine}" for m in cfg.models)
     out.print(f"[green]ok[/] {file}: {cfg.cluster.mode} cluster, {replicas}")
+
+
+def _count(m: ModelSpec) -> str:
+    """`x2`, or a disaggregated model's pools: `prefill x2 + decode x1`."""
+    if m.disaggregation is None:
+        return f"x{m.replicas}"
+    pd = m.disaggregation
+    return f"prefill x{pd.prefill.replicas} + decode x{pd.decode.replicas}"
 
 
 def register(app: typer.Typer) -> None:

@@ -51,9 +51,16 @@ def run_doctor(cfg: FleetConfig, state_dir: Path) -> list[Finding]:
     else:
         findings += judge_node(collect("local", exp.paths), exp)
     from deepfleet.fleet.doctor.exposure import exposure_findings
+    from deepfleet.fleet.doctor.weights import local_findings
 
-    exposure = exposure_findings(state_dir, cfg.gateway.host, cfg.gateway.port)
-    return findings + port_findings(cfg) + exposure
+    exposure = exposure_findings(
+        state_dir,
+        cfg.gateway.host,
+        cfg.gateway.port,
+        dashboard_port=cfg.cluster.dashboard_port,
+        ray_head=cfg.cluster.head,
+    )
+    return findings + local_findings(cfg) + port_findings(cfg) + exposure
 
 
 def doctor(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -20,21 +21,34 @@ from deepfleet.cli.common import (
 )
 from deepfleet.cli.live import fleet_table, nodes_table, state_json
 from deepfleet.cli.progress import Progress, print_ready
+from deepfleet.cli.spread_cmd import spread_text
 from deepfleet.cli.weights_cmd import pull_fleet_weights
 from deepfleet.config import FleetConfig
+from deepfleet.config.state import StateError
 from deepfleet.fleet import lifecycle
+from deepfleet.fleet.adopt import survivors
+from deepfleet.fleet.front import KeyCheck
+from deepfleet.fleet.gateways import LoadBalancerError
 from deepfleet.fleet.kv_store import KvStoreError
 from deepfleet.fleet.launcher import LauncherError
 from deepfleet.fleet.process import pid_alive
 from deepfleet.fleet.readiness import FleetNotReady, FleetStartFailed
 from deepfleet.fleet.replicas import InfeasibleConfig
+from deepfleet.gateway.store.open import has_keys
 from deepfleet.ui import UiSetupError, ui_notes, ui_services
+from deepfleet.weights.spread_plan import read_progress
+
+
+def _key_check(cfg: FleetConfig) -> KeyCheck:
+    """Whether the config's state backend (SQLite at the path given, or PostgreSQL) holds an
+    API key: HAProxy binds a non-loopback address only then."""
+    return functools.partial(has_keys, cfg.gateway.state)
 
 
 def _foreground(cfg: FleetConfig, state_dir: Path) -> None:
     with Progress(console, lambda: ui_notes(cfg, state_dir)) as progress:
         try:
-            lifecycle.up(cfg, state_dir, progress, services=ui_services)
+            lifecycle.up(cfg, state_dir, progress, services=ui_services, has_keys=_key_check(cfg))
         except InfeasibleConfig as exc:
             for line in exc.lines:
                 console.print(line)
@@ -46,18 +60,28 @@ def _foreground(cfg: FleetConfig, state_dir: Path) -> None:
             LauncherError,
             BundledModelError,
             KvStoreError,
+            LoadBalancerError,
+            StateError,
             UiSetupError,
         ) as exc:
             fail(str(exc))
     console.print("fleet stopped")
 
 
-def _detached(argv: list[str], state_dir: Path, timeout_s: float) -> None:
+def _detached(argv: list[str], state_dir: Path, timeout_s: float, as_json: bool) -> None:
     with Progress(console) as progress, progress.spinner("starting the fleet in the background"):
         try:
             state = lifecycle.up_detached(argv, state_dir, timeout_s, progress)
         except (FleetStartFailed, FleetNotReady) as exc:
             fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps(state_json(state)))
+        return
+    if state.adopted:
+        console.print(
+            "adopted what a dead controller left running (same processes, not restarted): "
+            + ", ".join(state.adopted)
+        )
     print_ready(state)
 
 
@@ -71,8 +95,17 @@ def up(
     timeout: float = typer.Option(
         900, "--timeout", help="With --detach: seconds to wait for the fleet to serve."
     ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="With --detach: print the serving fleet's state (`adopted` lists "
+        "the processes taken over from a dead controller).",
+    ),
 ) -> None:
-    """Start the fleet: prepare models, start engines and the gateway, supervise them."""
+    """Start the fleet: prepare models, start engines and the gateway, supervise them. On a
+    fleet whose controller died, adopt the engines and gateways that still run (docs/lb.md)."""
+    if as_json and not detach:
+        fail("--json needs --detach (a foreground fleet prints its progress as it runs)")
     cfg = load_config(file)
     if host is not None:
         cfg.gateway.host = host
@@ -90,7 +123,9 @@ def up(
         *(["--port", str(port)] if port else []),
         *(["--ui"] if ui else []),
     ]
-    _detached(argv, sdir, timeout)
+    _detached(argv, sdir, timeout, as_json)
+    if as_json:
+        return
     for line in ui_notes(cfg, sdir):
         out.print(line)
 
@@ -104,7 +139,10 @@ def down(
     mode: its replicas' engines, supervisor actors and placement groups)."""
     sdir = resolve_state_dir(load_config(file) if file else None, state_dir)
     with Progress(console) as progress, progress.spinner("stopping the fleet"):
-        stopped = lifecycle.down(sdir, timeout, progress)
+        try:
+            stopped = lifecycle.down(sdir, timeout, progress)
+        except LauncherError as exc:  # Ray mode: its cluster refused to remove the engines
+            fail(str(exc))
     out.print("fleet stopped" if stopped else f"no fleet is running from {sdir}")
 
 
@@ -117,12 +155,23 @@ def status(
     each replica's layout, nodes and load, and the cluster's nodes."""
     sdir = resolve_state_dir(load_config(file) if file else None, state_dir)
     state = current_state(sdir)
+    spread = read_progress(sdir)
     if as_json:
-        out.print_json(json.dumps(state_json(state)))
+        extra = {} if spread is None else {"weights_spread": spread}  # only while one ran
+        out.print_json(json.dumps({**state_json(state), **extra}))
         return
-    if state is None or not pid_alive(state.controller_pid):
+    if spread is not None:
+        out.print(spread_text(spread))
+    left = survivors(state) if state and not pid_alive(state.controller_pid) else []
+    if state is None or (not pid_alive(state.controller_pid) and not left):
         out.print(f"no fleet is running from {sdir}")
         raise typer.Exit(3)
+    if left:
+        out.print(
+            f"[yellow]the controller (pid {state.controller_pid}) is not running[/]; "
+            f"{len(left)} of its processes still run: `deepfleet up` with the same config "
+            "adopts them, `deepfleet down` stops them"
+        )
     out.print(fleet_table(state))
     if state.nodes:
         out.print(nodes_table(state))

@@ -1,4 +1,5 @@
-"""`deepfleet keys create | list | revoke`: API keys for the gateway, stored hashed."""
+"""`deepfleet keys create | list | revoke`: API keys for the gateway, stored hashed, in the
+state backend gateway.state names (SQLite keys.db, or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from rich.table import Table
 
 from deepfleet.cli.common import FILE_OPT, STATE_OPT, fail, load_config, out, resolve_state_dir
 from deepfleet.config import default_config
+from deepfleet.config.state import StateError
 from deepfleet.fleet.controller import keys_db_path
-from deepfleet.gateway.keys import ApiKey, KeyStore
+from deepfleet.gateway.keys import ApiKey
+from deepfleet.gateway.store.base import KeyRecords
+from deepfleet.gateway.store.open import State, open_state
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -36,9 +40,18 @@ def parse_expiry(text: str, now: float) -> float:
     return when.timestamp()
 
 
-def _store(file: Path | None, state_dir: Path | None) -> KeyStore:
+def open_fleet_state(file: Path | None, state_dir: Path | None) -> State:
+    """The config's state backend; a clean CLI failure (naming the field) when it cannot open."""
     cfg = load_config(file) if file else default_config()
-    return KeyStore(keys_db_path(cfg, resolve_state_dir(cfg if file else None, state_dir)))
+    keys_db = keys_db_path(cfg, resolve_state_dir(cfg if file else None, state_dir))
+    try:
+        return open_state(cfg.gateway.state, keys_db)
+    except StateError as exc:
+        fail(f"gateway.state: {exc}")
+
+
+def _store(file: Path | None, state_dir: Path | None) -> KeyRecords:
+    return open_fleet_state(file, state_dir).keys
 
 
 def _when(ts: float | None) -> str:
@@ -136,7 +149,8 @@ def revoke(
     file: Path | None = FILE_OPT,
     state_dir: Path | None = STATE_OPT,
 ) -> None:
-    """Revoke a key; every gateway worker refuses it from its next request on."""
+    """Revoke a key; every gateway refuses it from its next request on (PostgreSQL: within
+    0.25 s)."""
     revoked = _store(file, state_dir).revoke(key)
     if not revoked:
         fail(f"no live key with id or name {key!r}; see `deepfleet keys list`")
@@ -145,7 +159,9 @@ def revoke(
 
 def register(app: typer.Typer) -> None:
     keys_app = typer.Typer(
-        help="API keys for the gateway (stored hashed in SQLite).", no_args_is_help=True
+        help="API keys for the gateway (stored hashed in the state backend: SQLite or "
+        "PostgreSQL, gateway.state).",
+        no_args_is_help=True,
     )
     keys_app.command("create")(create)
     keys_app.command("list")(list_keys)

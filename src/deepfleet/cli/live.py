@@ -59,8 +59,10 @@ def fleet_table(state: FleetState) -> Table:
     table = Table(title=f"deepfleet at {state.gateway_url} (controller pid {state.controller_pid})")
     cluster = state.cluster != "local"
     devices = any(r.devices for r in state.replicas)
+    roles = any(r.role for r in state.replicas)  # a disaggregated model's prefill/decode
     cols = ["replica", "model", "engine", "state", "endpoint", "pid", "uptime", "restarts"]
-    for col in cols + (["layout", "nodes", "load"] if cluster else []) + ["devices"] * devices:
+    cols += ["role"] * roles + (["layout", "nodes", "load"] if cluster else [])
+    for col in cols + ["devices"] * devices:
         table.add_column(col)
     for r in [*([state.gateway] if state.gateway else []), *state.replicas, *state.services]:
         color = _COLORS.get(r.state.value, "white")
@@ -76,6 +78,8 @@ def fleet_table(state: FleetState) -> Table:
             _uptime(r),
             str(r.restarts),
         ]
+        if roles:
+            row.append(r.role or "-")
         if cluster:
             load = "-" if r.load is None else f"{r.load:g}"
             row += [r.layout or "-", ", ".join(r.nodes) or "-", load]
@@ -145,6 +149,7 @@ def _replica_json(r: ReplicaStatus) -> dict[str, Any]:
         "draining": r.draining,
         "generation": r.generation,
         "engine_args": r.engine_args,
+        "role": r.role or None,
     }
 
 
@@ -178,4 +183,5 @@ def state_json(state: FleetState | None) -> dict[str, Any]:
         "nodes": [_node_json(n) for n in state.nodes],
         "updated_at": state.updated_at,
         "apply": asdict(state.apply) if state.apply else None,
+        "adopted": state.adopted,
     }

@@ -18,6 +18,7 @@ from deepfleet.cli import (
     plan_cmd,
     render_cmd,
     sim_cmd,
+    state_cmd,
     top_cmd,
 )
 
@@ -41,6 +42,7 @@ for _module in (
     pd_cmd,
     sim_cmd,
     keys_cmd,
+    state_cmd,
     top_cmd,
     render_cmd,
     node_cmd,

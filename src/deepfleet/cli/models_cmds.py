@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from deepfleet.catalog.bundled import BundledModelError
-from deepfleet.cli import weights_cmd
+from deepfleet.cli import spread_cmd, weights_cmd
 from deepfleet.cli.common import console, fail, out
 from deepfleet.cli.progress import Progress
 from deepfleet.fleet.model_paths import prepare_bundled
@@ -33,4 +33,5 @@ def register(app: typer.Typer) -> None:
     models = typer.Typer(help="Prepare models for serving.", no_args_is_help=True)
     models.command("prepare")(prepare)
     weights_cmd.register(models)
+    spread_cmd.register(models)
     app.add_typer(models, name="models")

@@ -1,4 +1,10 @@
-"""`deepfleet render monitoring`: Prometheus config, alert rules and Grafana dashboards."""
+"""`deepfleet render monitoring`: Prometheus config, alert rules and Grafana dashboards.
+
+A gateway on a non-loopback host wants a bearer token on /metrics and /sd/targets; when the
+config sets no `gateway.metrics_token`, the gateway uses the state dir's 0600 metrics_token
+(generated on first use). The rendered Prometheus gets that same token (read, or made now so
+a gateway started later uses it too), else every scrape would answer 401.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,10 @@ from pathlib import Path
 
 import typer
 
-from deepfleet.cli.common import FILE_OPT, fail, load_config, out
+from deepfleet.cli.common import FILE_OPT, STATE_OPT, fail, load_config, out, resolve_state_dir
+from deepfleet.config import FleetConfig
+from deepfleet.fleet.files import METRICS_TOKEN_FILE, metrics_token
+from deepfleet.net import is_loopback
 from deepfleet.observability.render import render_monitoring, settings_for
 from deepfleet.observability.settings import Slo
 
@@ -21,6 +30,22 @@ def _duration(value: str | None, option: str) -> str | None:
     if not value or not DURATION.match(value):
         fail(f"{option}: {value!r} is not a Prometheus duration (e.g. 15s, 1m, 1h30m)")
     return value
+
+
+def _generated_token(cfg: FleetConfig, state_dir: Path) -> str | None:
+    """The state dir's metrics token when the gateway needs one the config does not give."""
+    if cfg.gateway.metrics_token or is_loopback(cfg.gateway.host):
+        return None
+    try:
+        token = metrics_token(state_dir)
+    except OSError as exc:
+        fail(
+            f"gateway.metrics_token is not set and the gateway's host {cfg.gateway.host} is not "
+            f"loopback: cannot read or create {state_dir / METRICS_TOKEN_FILE} ({exc}); set "
+            "gateway.metrics_token, or give --state-dir"
+        )
+    out.print(f"metrics token: {state_dir / METRICS_TOKEN_FILE} (the gateway's, generated)")
+    return token
 
 
 def monitoring(
@@ -67,12 +92,14 @@ def monitoring(
         "--dashboards-path",
         help="Where Grafana will find the dashboards (default: OUTPUT/grafana/dashboards).",
     ),
+    state_dir: Path | None = STATE_OPT,
 ) -> None:
     """Prometheus config (service discovery from the gateway), alerts and Grafana dashboards."""
     if min(ttft_slo, itl_slo, e2e_slo) <= 0:
         fail("SLOs must be positive numbers of seconds")
+    cfg = load_config(file)
     settings = settings_for(
-        load_config(file),
+        cfg,
         Slo(ttft_s=ttft_slo, itl_s=itl_slo, e2e_s=e2e_slo),
         gateway_url=gateway_url,
         prometheus_url=prometheus_url,
@@ -85,6 +112,7 @@ def monitoring(
         dcgm_targets=tuple(dcgm) or None,
         alertmanagers=tuple(alertmanager),
         dashboards_path=dashboards_path,
+        metrics_token=_generated_token(cfg, resolve_state_dir(cfg, state_dir)),
     )
     written = render_monitoring(settings, output)
     for path in written:

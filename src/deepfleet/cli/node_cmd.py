@@ -83,7 +83,11 @@ def start(
     dashboard: bool = typer.Option(
         True, "--dashboard/--no-dashboard", help="Head: Ray's dashboard on 127.0.0.1."
     ),
-    dashboard_port: int = typer.Option(DASHBOARD_PORT, "--dashboard-port"),
+    dashboard_port: int | None = typer.Option(
+        None,
+        "--dashboard-port",
+        help=f"Head: default the config's cluster.dashboard_port, else {DASHBOARD_PORT}.",
+    ),
     port_base: int | None = typer.Option(
         None,
         "--port-base",
@@ -126,7 +130,8 @@ def start(
             object_store_bytes=int(object_store_gib * 2**30),
             temp_dir=temp_dir,
             dashboard=dashboard,
-            dashboard_port=dashboard_port,
+            dashboard_port=dashboard_port
+            or (cfg.cluster.dashboard_port if cfg else DASHBOARD_PORT),
             port_base=port_base,
             cores=cores,
             token_path=token,

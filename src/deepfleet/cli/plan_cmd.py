@@ -15,6 +15,7 @@ from deepfleet.catalog.models import ModelFactsError, load_model_facts
 from deepfleet.cli.common import console, fail, load_config
 from deepfleet.planner import FORMATS, ClusterShape, Plan, PlanRequest, plan
 from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
+from deepfleet.planner.loadtime import bandwidth
 from deepfleet.planner.report import formats_text, plan_json, plan_text
 from deepfleet.planner.table import table_markdown, table_rows
 
@@ -104,6 +105,9 @@ def plan_command(
         False, "--table", help="Print the planning document's VRAM table, corrected."
     ),
     show_all: bool = typer.Option(False, "--all", help="List every layout that does not fit."),
+    disk: float | None = typer.Option(None, "--disk-gb-s", help="Cold start: disk read, GB/s."),
+    lan: float | None = typer.Option(None, "--lan-gb-s", help="Cold start: LAN, GB/s."),
+    hub: float | None = typer.Option(None, "--hub-mb-s", help="Cold start: hub, MB/s."),
 ) -> None:
     """Plan a model on a cluster: layouts that fit, why others do not, and the pick.
 
@@ -147,12 +151,19 @@ def plan_command(
         # Detail the checkpoint's own format when it fits, else the least quantized.
         shipped = [p for p in plans if p.weight_format.name == p.model.shipped_format]
         plans = [p for p in shipped + plans if p.feasible][:1] or plans[:1]
+    given = load_config(file).cluster.bandwidth if file else None
+    bw = bandwidth(
+        disk or (given.disk_gb_s if given else None),
+        lan or (given.lan_gb_s if given else None),
+        hub or (given.hub_mb_s if given else None),
+        given.engine_init_s if given else None,
+    )
     if as_json:
-        docs = [plan_json(p) for p in plans]
+        docs = [plan_json(p, bw) for p in plans]
         typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
         for p in plans:
-            typer.echo(plan_text(p, show_infeasible=10_000 if show_all else 12))
+            typer.echo(plan_text(p, show_infeasible=10_000 if show_all else 12, bw=bw))
     if not all(p.feasible for p in plans):
         console.print("[bold red]error:[/] the request does not fit (see above)")
         raise typer.Exit(1)

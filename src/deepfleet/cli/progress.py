@@ -12,6 +12,7 @@ from rich.status import Status
 from deepfleet.cli.common import out
 from deepfleet.cli.live import StatusPrinter
 from deepfleet.fleet.events import (
+    Adopted,
     ControllerKilled,
     FleetEvent,
     ModelPrepared,
@@ -71,6 +72,16 @@ class Progress:
                 )
                 for line in self._notes():
                     self._console.print(line)
+            case Adopted(adopted=ids, replaced=stale):
+                if ids:
+                    self._console.print(
+                        "adopted what a dead controller left running (same processes, not "
+                        f"restarted): {', '.join(ids)}"
+                    )
+                if stale:
+                    self._console.print(
+                        f"replaced (another config, or not wanted): {', '.join(stale)}"
+                    )
             case StateChanged(state=state):
                 self._printer.update(state)
             case StartProgress(ready=ready, total=total, elapsed_s=t):

@@ -1,7 +1,8 @@
 """`deepfleet render TARGET -f fleet.yaml -o DIR`: deployment files generated from the config.
 
 Targets: `k8s` (KubeRay + kustomize), `compose` (docker compose, and per-node scripts for
-several hosts), `ascend` (hccn_tool network, checks and engine containers per node).
+several hosts), `ascend` (hccn_tool network, checks and engine containers per node), `lb`
+(an HAProxy config in front of the gateways).
 
 Adding a target from another package (e.g. `render monitoring`): write, in that package's CLI
 module, `def register_render(render: typer.Typer) -> None` that adds its command to `render`
@@ -24,6 +25,7 @@ from deepfleet.deploy.ascend import render_ascend
 from deepfleet.deploy.bundle import Bundle
 from deepfleet.deploy.compose import render_compose
 from deepfleet.deploy.k8s import render_k8s
+from deepfleet.deploy.lb import LbError, render_lb
 from deepfleet.deploy.plan import DeployError, DeployPlan, deploy_plan
 
 Renderer = Callable[[DeployPlan, str], Bundle]
@@ -95,6 +97,36 @@ def ascend(file: Path = FILE_OPT, out_dir: Path = OUT_OPT, force: bool = FORCE_O
     _render(render_ascend, file, out_dir, force)
 
 
+def lb(
+    file: Path = FILE_OPT,
+    out_file: Path | None = typer.Option(
+        None, "-o", "--out", help="File to write (default: standard output)."
+    ),
+    gateway: list[str] = typer.Option(
+        [], "--gateway", help="A gateway's HOST:PORT (repeat for each); default: the config's."
+    ),
+    bind: str | None = typer.Option(
+        None, "--bind", help="HOST:PORT HAProxy listens on (default: see docs/lb.md)."
+    ),
+) -> None:
+    """HAProxy in front of the gateways: /health checks, leastconn, SSE timeouts (docs/lb.md)."""
+    cfg = load_config(file)
+    try:
+        text = render_lb(cfg, gateway, bind)
+    except LbError as exc:
+        fail(str(exc), code=2)
+    if out_file is None:
+        print(text, end="")
+        return
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(text)
+    console.print(f"[green]rendered[/] {out_file}; check it with `haproxy -c -f {out_file}`")
+
+
+def _register_lb(render: typer.Typer) -> None:
+    render.command("lb")(lb)
+
+
 def _register_k8s(render: typer.Typer) -> None:
     render.command("k8s")(k8s)
 
@@ -111,6 +143,7 @@ RENDER_TARGETS: tuple[Callable[[typer.Typer], None], ...] = (
     _register_k8s,
     _register_compose,
     _register_ascend,
+    _register_lb,
     _register_monitoring,
 )
 

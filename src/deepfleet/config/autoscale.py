@@ -17,9 +17,9 @@ class ReplicaRange(Strict):
     min: int = Field(
         1,
         ge=0,
-        description="Fewest replicas. 0 is accepted for scale to zero after "
-        "`autoscale.idle_timeout_s`, but the controller keeps 1 until the gateway can hold "
-        "a cold model's requests; the fleet starts with at least one.",
+        description="Fewest replicas. 0: scale to zero after `autoscale.idle_timeout_s`; the "
+        "model stays listed (cold) and a request for it starts a replica and waits for it. "
+        "The fleet starts with at least one.",
     )
     max: int = Field(ge=1, description="Most replicas the autoscaler may run.")
 

@@ -158,6 +158,17 @@ class KubernetesSpec(Strict):
     )
     head_cpu: int = Field(8, ge=1, description="CPU cores of the head pod (gateway workers).")
     head_memory_gib: int = Field(32, ge=1, description="Memory of the head pod.")
+    gateway_cpu: int = Field(
+        4, ge=1, description="CPU cores of a gateway pod (gateway.instances > 1: one per pod)."
+    )
+    gateway_memory_gib: int = Field(8, ge=1, description="Memory of a gateway pod.")
+    state_env_secret: str | None = Field(
+        None,
+        pattern=DNS_LABEL,
+        description="Secret whose keys become environment variables of the head and gateway "
+        "pods: how they reach gateway.state's PostgreSQL (the variable dsn_env names, or "
+        "PGPASSWORD). Needed with backend postgres unless the DSN needs no password.",
+    )
     worker_cpu: int | None = Field(None, ge=1, description="CPU limit of a worker pod.")
     worker_memory_gib: int | None = Field(None, ge=1, description="Memory limit of a worker pod.")
     host_network: bool = Field(

@@ -11,6 +11,7 @@ GPU engines (vLLM's native CPU offloading, or LMCache with CPU, disk and a share
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,22 @@ from deepfleet.net import reachable_host
 
 # Beside the fleet state file: the `routing` section as the controller wrote it for the gateway.
 KV_ROUTING_FILE = "kv_routing.json"
+
+
+def check_relay_address(value: str) -> str:
+    """`IP:PORT` with a concrete IP (gateways elsewhere connect to it) and a port whose next
+    one is free for snapshots."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r} is not IP:PORT (e.g. 10.0.0.1:5570)") from None
+    if ip.is_unspecified:
+        raise ValueError(f"{value!r}: give the address gateways connect to, not {host}")
+    if not sep or not port.isdigit() or not 1 <= int(port) < 65535:
+        raise ValueError(f"{value!r}: the port must be 1-65534 (PORT+1 serves snapshots)")
+    return value
 
 
 class KvRoutingSpec(Strict):
@@ -80,10 +97,23 @@ class KvRoutingSpec(Strict):
         description="Tokens of earlier turns kept per model so a chat is not re-tokenized whole.",
     )
 
+    relay_tcp: str | None = Field(
+        None,
+        description="IP:PORT where the node's KV event relay also publishes on TCP (snapshots "
+        "on PORT+1), for gateways on other hosts (python -m deepfleet.gateway.remote "
+        "subscribes there). None: only the state dir's Unix socket. Anyone who reaches it "
+        "learns which prompt prefixes the engines cache: use a private address (docs/lb.md).",
+    )
+
     @field_validator("scorers")
     @classmethod
     def _known_scorers(cls, v: dict[str, float]) -> dict[str, float]:
         return check_weights(v)
+
+    @field_validator("relay_tcp")
+    @classmethod
+    def _relay_address(cls, v: str | None) -> str | None:
+        return None if v is None else check_relay_address(v)
 
 
 def read_routing_spec(state_dir: Path) -> KvRoutingSpec:

@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from deepfleet.config.checks import deploy_problems
+from deepfleet.config.pd_checks import disaggregation_problems
 from deepfleet.config.schema import FleetConfig
 
 
@@ -71,6 +72,7 @@ def validate(data: Any, source: str = "fleet.yaml") -> FleetConfig:
                     "(give a folder holding config.json, a hub id, or `bundled`)"
                 )
     problems += deploy_problems(cfg)
+    problems += disaggregation_problems(cfg)
     if problems:
         raise ConfigError(source, problems)
     return cfg

@@ -11,10 +11,13 @@ from deepfleet.config.autoscale import AutoscaleSpec, ReplicaRange
 from deepfleet.config.base import Strict
 from deepfleet.config.cluster import ClusterSpec
 from deepfleet.config.deploy import DeploySpec
+from deepfleet.config.disagg import DisaggregationSpec
 from deepfleet.config.engines import ENGINE_NAMES, EngineName
 from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.config.routing import POLICY_NAMES
+from deepfleet.config.state import StateSpec
 from deepfleet.config.ui import UiSpec
+from deepfleet.weights.loading import load_format_problem, vllm_load_formats
 from deepfleet.weights.sources import Source, SourceError, parse_source
 
 BUNDLED = "bundled"
@@ -58,6 +61,11 @@ class ModelSpec(Strict):
         None,
         description="Latency targets and cool-downs of the autoscaler; needs `replicas: "
         "{min, max}` (defaults apply when that is set and this is not).",
+    )
+    disaggregation: DisaggregationSpec | None = Field(
+        None,
+        description="Serve prefill and decode on separate engine pools joined by a KV "
+        "connector (docs/pd.md); None: every replica does both.",
     )
     parallel: ParallelSpec | Literal["auto"] = Field(
         "auto", description="Layout of one replica; `auto` lets the planner decide."
@@ -125,6 +133,15 @@ class ModelSpec(Strict):
                 raise ValueError(str(exc)) from None
         return v
 
+    @model_validator(mode="after")
+    def _known_load_format(self) -> ModelSpec:
+        value = self.engine_args.get("load_format", self.engine_args.get("load-format"))
+        if value is not None and self.engine in ("vllm", "vllm-cpu"):
+            problem = load_format_problem(value, vllm_load_formats())
+            if problem:
+                raise ValueError(f"engine_args.load_format: {problem}")
+        return self
+
     @field_validator("replicas", mode="before")
     @classmethod
     def _replica_range(cls, v: object) -> object:
@@ -189,8 +206,20 @@ class GatewaySpec(Strict):
     host: str = Field("127.0.0.1", description="Address the gateway binds; loopback unless set.")
     port: int = Field(8000, ge=1, le=65535, description="Gateway port.")
     workers: int = Field(1, ge=1, le=64, description="Gateway processes sharing the port.")
+    instances: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="Separate gateway processes on loopback ports port+1..port+N behind HAProxy "
+        "on `port` (a dead one fails only its own streams; docs/lb.md); >1 needs workers: 1.",
+    )
     keys_db: Path | None = Field(
         None, description="SQLite file of API keys and limits; None: keys.db in the state dir."
+    )
+    state: StateSpec = Field(
+        default_factory=StateSpec,
+        description="Where keys, usage and rate limits live: sqlite (one host) or postgres "
+        "(several gateways, limits exact across them; docs/ha.md).",
     )
     metrics_token: str | None = Field(
         None, description="Bearer token that /metrics requires; None: /metrics is open."
@@ -235,6 +264,14 @@ class GatewaySpec(Strict):
         description="Longest silence of an engine after a stream's first bytes; then the "
         "stream migrates to another replica (docs/migration.md).",
     )
+
+    @model_validator(mode="after")
+    def _instances_or_workers(self) -> GatewaySpec:
+        if self.instances > 1 and self.workers > 1:
+            raise ValueError(
+                "gateway.instances > 1 needs gateway.workers: 1 (choose one of the two)"
+            )
+        return self
 
 
 class FleetConfig(Strict):

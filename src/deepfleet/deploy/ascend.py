@@ -232,12 +232,12 @@ def _vllm_serve(dp: DeployPlan) -> str:
     lines = [f"docker exec {name} ray status  # every node should be listed first"]
     for m, r, port in dp.engines():
         spec = m.launch(r, "0.0.0.0", port, ray=True)
-        inner = f"exec {shlex.join(spec.argv)} >> /tmp/{m.spec.name.replace('/', '_')}-{r}.log 2>&1"
+        inner = f"exec {shlex.join(spec.argv)} >> /tmp/{m.name.replace('/', '_')}-{r}.log 2>&1"
         words: list[Word] = ["docker", "exec", "--detach"]
         for key, value in spec.env.items():
             words += ["-e", f"{key}={value}"]
         words += [name, "/bin/bash", "-c", inner]
-        lines += ["", f"# {m.spec.name} replica {r}: port {port}", command(words)]
+        lines += ["", f"# {m.name} replica {r}: port {port}", command(words)]
     return script(f"{dp.cfg.deploy.nodes[0].name}: start vllm-ascend through Ray", {}, lines)
 
 

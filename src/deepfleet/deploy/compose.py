@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from deepfleet.config.disagg import connector_for
 from deepfleet.deploy import webui
 from deepfleet.deploy.bundle import SECRETS_DIR, Bundle, new_secret, to_yaml
 from deepfleet.deploy.k8s_ray import METRICS_PORT
@@ -33,6 +34,7 @@ from deepfleet.deploy.multihost import render_nodes
 from deepfleet.deploy.plan import DeployError, DeployPlan, ModelDeployment
 from deepfleet.deploy.texts import compose_readme, dockerfile
 from deepfleet.engines.offload import container_store, with_password
+from deepfleet.fleet.pools import NIXL_HOST_ENV
 from deepfleet.fleet.state import FleetState, ModelRoute, ReplicaState, ReplicaStatus
 from deepfleet.net import is_loopback
 
@@ -52,7 +54,7 @@ def _required(var: str) -> str:
 
 
 def engine_service(m: ModelDeployment, replica: int) -> str:
-    return "engine-" + re.sub(r"[^a-z0-9]+", "-", f"{m.spec.name}-{replica}".lower()).strip("-")
+    return "engine-" + re.sub(r"[^a-z0-9]+", "-", f"{m.name}-{replica}".lower()).strip("-")
 
 
 def _health(url: str, start_period_s: int) -> dict[str, Any]:
@@ -93,6 +95,15 @@ def _kv_store(dp: DeployPlan) -> tuple[dict[str, Any], str] | None:
     return service, with_password(url, f"${{{KV_PASSWORD_VAR}}}")
 
 
+def _side_channel(m: ModelDeployment, service: str) -> dict[str, str]:
+    """A NIXL engine advertises its side channel by its service name on the compose network
+    (vLLM's default, localhost, is the decode engine's own container)."""
+    spec = m.spec.disaggregation
+    if not m.role or spec is None or connector_for(m.spec.engine, spec) != "nixl":
+        return {}
+    return {NIXL_HOST_ENV: service}
+
+
 def _engines(dp: DeployPlan, kv_store: str | None) -> dict[str, Any]:
     d = dp.cfg.deploy
     services: dict[str, Any] = {}
@@ -104,7 +115,7 @@ def _engines(dp: DeployPlan, kv_store: str | None) -> dict[str, Any]:
         services[engine_service(m, r)] = {
             "image": d.images.vllm,
             "entrypoint": spec.argv,
-            "environment": dict(spec.env),
+            "environment": {**spec.env, **_side_channel(m, engine_service(m, r))},
             "shm_size": f"{d.shm_size_gib}gb",
             "volumes": [
                 f"{d.model_dir}:{d.model_dir}:ro",
@@ -156,18 +167,19 @@ def _gateway(dp: DeployPlan, engines: list[str]) -> dict[str, Any]:
 def fleet_state(dp: DeployPlan, multi_host: bool) -> dict[str, Any]:
     """The gateway's fleet.json: every engine listed as ready (see the module docstring)."""
     g = dp.cfg.gateway
-    models = [
+    models = [  # a disaggregated model's two pools route as one model
         ModelRoute(m.spec.name, m.spec.routing, max_model_len=m.layout.max_model_len)
-        for m in dp.models
+        for m in dp.distinct_models()
     ]
     replicas = [
         ReplicaStatus(
-            replica_id=f"{m.spec.name}-{r}",
+            replica_id=f"{m.name}-{r}",
             model=m.spec.name,
             engine=m.spec.engine,
             url=url,
             state=ReplicaState.READY,
             node=str(dp.cfg.deploy.nodes[0].name) if multi_host else engine_service(m, r),
+            role=m.role,
         )
         for m, r, url in _endpoints(dp, multi_host)
     ]
@@ -198,7 +210,7 @@ def prometheus_config(dp: DeployPlan, multi_host: bool) -> dict[str, Any]:
     engines = [
         {
             "targets": [url.removeprefix("http://")],
-            "labels": {"model": m.spec.name, "replica": f"{m.spec.name}-{r}"},
+            "labels": {"model": m.spec.name, "replica": f"{m.name}-{r}"},
         }
         for m, r, url in _endpoints(dp, multi_host)
     ]

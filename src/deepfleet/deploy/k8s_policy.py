@@ -5,7 +5,9 @@ Every pod of the release (Ray head and workers, Open-WebUI, the download Job) ca
 INSTANCE_LABEL. Policies add up, so:
 - `<cluster>-internal` selects every pod of the release and admits only the release's own pods
   (Ray's GCS, raylets, object managers, workers and the engines talk among themselves);
-- `<cluster>-gateway` admits anyone to the gateway's port on the head (its API keys guard it);
+- `<cluster>-gateway` admits anyone to the gateway's port on the pods that serve it: the head,
+  or the gateway Deployment's pods with `gateway.instances > 1` (its API keys guard it; the
+  head's own gateway is then reached only from inside the release);
 - `<cluster>-open-webui` (when Open-WebUI is on) admits anyone to Open-WebUI's port (its
   own accounts guard it; signup is off and the admin is created from a Secret).
 Everything else (Ray's ports, the dashboard, the engines, the Ray metrics port) is closed to
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deepfleet.deploy import k8s_gateway
 from deepfleet.deploy.k8s_ray import INSTANCE_LABEL
 from deepfleet.deploy.plan import DeployPlan
 from deepfleet.deploy.webui import WEBUI_PORT
@@ -51,7 +54,7 @@ def network_policies(dp: DeployPlan) -> list[dict[str, Any]]:
         ),
         _policy(
             f"{k.name}-gateway",
-            {**release, "app.kubernetes.io/component": "head"},
+            k8s_gateway.policy_pods(dp),
             _from_anyone(dp.cfg.gateway.port),
         ),
     ]

@@ -109,7 +109,8 @@ def _probe(action: dict[str, Any], period: int, failures: int) -> dict[str, Any]
     }
 
 
-def _head_probes(dp: DeployPlan) -> dict[str, Any]:
+def gateway_probes(dp: DeployPlan) -> dict[str, Any]:
+    """The head's probes, also a gateway pod's (k8s_gateway.py): both run a gateway."""
     port = dp.cfg.gateway.port
     ready = {"exec": {"command": _http_exec(port, "/ready")}}
     alive = {"exec": {"command": _http_exec(port, "/health")}}
@@ -154,6 +155,13 @@ def _network_env(dp: DeployPlan) -> list[dict[str, str]]:
     return [{"name": n, "value": nic} for n in names]
 
 
+def state_env(dp: DeployPlan) -> list[dict[str, Any]]:
+    """envFrom of a container that opens gateway.state's database (the head's, the key init
+    container's, a gateway pod's): the Secret deploy.kubernetes.state_env_secret, if set."""
+    secret = dp.cfg.deploy.kubernetes.state_env_secret
+    return [{"secretRef": {"name": secret}}] if secret else []
+
+
 def _pod_spec(dp: DeployPlan, containers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """A pod spec; empty optional fields (no init containers, no selector) are left out."""
     k = dp.cfg.deploy.kubernetes
@@ -184,6 +192,7 @@ def _head(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
         f"-f {CONFIG_DIR}/fleet.yaml --state-dir {STATE_DIR} > {KEY_FILE}"
     )
     resources = {"cpu": str(k.head_cpu), "memory": f"{k.head_memory_gib}Gi"}
+    state = state_env(dp)
     container = {
         "name": "ray-head",
         "image": d.images.deepfleet,
@@ -197,6 +206,7 @@ def _head(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
             {"containerPort": dp.cfg.gateway.port, "name": "gateway"},
         ],
         "env": [*_ray_auth_env(), *_network_env(dp)],
+        **({"envFrom": state} if state else {}),
         "resources": {"requests": resources, "limits": resources},
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -204,12 +214,13 @@ def _head(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
             {"name": MODELS_VOLUME, "mountPath": d.model_dir, "readOnly": True},
             _RAY_AUTH_MOUNT,
         ],
-        **_head_probes(dp),
+        **gateway_probes(dp),
     }
     key_init = {
         "name": "api-key",
         "image": d.images.deepfleet,
         "command": ["/bin/bash", "-c", key],
+        **({"envFrom": state} if state else {}),
         "volumeMounts": container["volumeMounts"][:2],
     }
     volumes = [
@@ -270,11 +281,12 @@ def _worker_group(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
         _ray_auth_volume(dp),
     ]
     nodes = dp.nodes_used
+    fewest, most = dp.node_bounds()  # models with `replicas: {min, max}` let KubeRay scale
     return {
         "groupName": "gpu",
         "replicas": nodes,
-        "minReplicas": nodes,
-        "maxReplicas": nodes,
+        "minReplicas": fewest,
+        "maxReplicas": most,
         "rayStartParams": params,
         "template": {
             "metadata": _pod_metadata(dp, "gpu-worker"),
@@ -290,6 +302,17 @@ def _worker_group(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _autoscaling(dp: DeployPlan) -> dict[str, Any]:
+    """KubeRay's in-tree autoscaler, on when a model's replica count may move: a placement
+    group the controller asks for beyond the running nodes then makes Ray add a worker pod
+    (up to the group's maxReplicas), and an idle pod goes after 10 minutes."""
+    fewest, most = dp.node_bounds()
+    if fewest == most:
+        return {"enableInTreeAutoscaling": False}
+    options = {"upscalingMode": "Default", "idleTimeoutSeconds": 600}
+    return {"enableInTreeAutoscaling": True, "autoscalerOptions": options}
+
+
 def ray_cluster(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
     """The RayCluster; `wait` are init containers that hold pods until the weights are there."""
     k = dp.cfg.deploy.kubernetes
@@ -299,7 +322,7 @@ def ray_cluster(dp: DeployPlan, wait: list[dict[str, Any]]) -> dict[str, Any]:
         "metadata": {"name": k.name, "labels": {"app.kubernetes.io/name": "deepfleet"}},
         "spec": {
             "rayVersion": k.ray_version,
-            "enableInTreeAutoscaling": False,
+            **_autoscaling(dp),
             "headGroupSpec": _head(dp, wait),
             "workerGroupSpecs": [_worker_group(dp, wait)],
         },

@@ -158,13 +158,13 @@ def _serve_script(dp: DeployPlan, bundle: Bundle) -> str:
     ]
     for m, r, port in dp.engines():
         spec = m.launch(r, head, port, ray=True, kv_store=kv_store)
-        log = f"{LOG_DIR}/{m.spec.name.replace('/', '_')}-{r}.log"
+        log = f"{LOG_DIR}/{m.name.replace('/', '_')}-{r}.log"
         inner = f"exec {shlex.join(spec.argv)} >> {shlex.quote(log)} 2>&1"
         words: list[Word] = ["docker", "exec", "--detach"]
         for key, value in spec.env.items():
             words += ["-e", _env_word(key, value)]
         words += [CONTAINER, "/bin/bash", "-c", inner]
-        lines += ["", f"# {m.spec.name} replica {r}: port {port}, log {log}", command(words)]
+        lines += ["", f"# {m.name} replica {r}: port {port}, log {log}", command(words)]
     return script(
         f"{dp.cfg.deploy.nodes[0].name}: start the engines inside the Ray head's container",
         {},

@@ -2,12 +2,15 @@
 nodes they take, engine launch specs from the engine adapters, and how long loading may take.
 
 Renderers never choose a layout or a flag themselves; they place what `deploy_plan` returns.
+A disaggregated model deploys as two entries, its prefill and its decode pool, each planned
+as a model of the pool's shape, whose replicas carry their role's engine arguments
+(deepfleet.fleet.pools).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -18,6 +21,7 @@ from deepfleet.config.schema import FleetConfig, ModelSpec
 from deepfleet.engines.base import LaunchSpec, ReplicaPlan
 from deepfleet.engines.offload import offload_plans
 from deepfleet.engines.registry import get_adapter
+from deepfleet.fleet.pools import pool_config, pools, role_defaults
 from deepfleet.planner import Layout, plan
 from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
 
@@ -50,6 +54,7 @@ class ModelDeployment:
     devices_per_node: int
     note: str | None = None
     kv_cache: KvCacheSpec = field(default_factory=KvCacheSpec)
+    role: str = ""  # `prefill` or `decode`: one pool of a disaggregated model
 
     @property
     def devices_per_replica(self) -> int:
@@ -63,22 +68,39 @@ class ModelDeployment:
     def multi_node(self) -> bool:
         return self.devices_per_replica > self.devices_per_node
 
-    def engine_defaults(self, ray: bool = False) -> dict[str, Any]:
+    def engine_defaults(self, ray: bool = False, replica: int = 0) -> dict[str, Any]:
         """Flags the layout sets beyond the ReplicaPlan fields (the config's engine_args win).
         `ray`: place the workers through Ray even when the replica fits in one node (engines
-        started from a Ray head, so Ray accounts for every device)."""
+        started from a Ray head, so Ray accounts for every device); `replica`: its number in
+        its pool."""
         out: dict[str, Any] = {"max_num_batched_tokens": self.layout.max_num_batched_tokens}
         if self.layout.attn_dp > 1:
             out |= {"data_parallel_size": self.layout.attn_dp, "enable_expert_parallel": True}
         if self.multi_node or ray:
             out["distributed_executor_backend"] = "ray"
+        if self.role:
+            out |= self.role_args(replica)
         return out
+
+    def role_args(self, replica: int = 0) -> dict[str, Any]:
+        """A pool's flags: expert parallelism as the pool sets it, and its KV connector
+        (for replica `replica` of the pool: engines are numbered prefill first)."""
+        both = dict(pools(self.spec))
+        pool = both[self.role]
+        engine = replica + (both["prefill"].replicas if self.role == "decode" else 0)
+        out: dict[str, Any] = {"enable_expert_parallel": True} if pool.expert_parallel else {}
+        return out | role_defaults(self.spec, self.role, pool.expert_parallel, engine)
+
+    @property
+    def name(self) -> str:
+        """The model's name, and its pool's role for a disaggregated model (object names)."""
+        return f"{self.spec.name}-{self.role}" if self.role else self.spec.name
 
     def replica_plan(self, replica: int, host: str, port: int, ray: bool = False) -> ReplicaPlan:
         """The plan of replica `replica` serving on host:port inside an engine container."""
         return ReplicaPlan(
             model=self.spec,
-            replica_id=f"{self.spec.name}-{replica}",
+            replica_id=f"{self.name}-{replica}",
             model_path=self.spec.source,
             host=host,
             port=port,
@@ -87,7 +109,8 @@ class ModelDeployment:
             max_model_len=self.layout.max_model_len,
             max_num_seqs=self.layout.max_num_seqs,
             gpu_memory_utilization=self.layout.gpu_memory_utilization,
-            engine_defaults=self.engine_defaults(ray),
+            engine_defaults=self.engine_defaults(ray, replica),
+            role=self.role,
         )
 
     def launch(
@@ -112,6 +135,10 @@ class DeployPlan:
     device: Device
     models: tuple[ModelDeployment, ...]
 
+    def distinct_models(self) -> list[ModelDeployment]:
+        """One entry per model of the config (of a disaggregated model, its prefill pool)."""
+        return list({m.spec.name: m for m in reversed(self.models)}.values())[::-1]
+
     @property
     def devices_used(self) -> int:
         return sum(m.replicas * m.devices_per_replica for m in self.models)
@@ -121,6 +148,20 @@ class DeployPlan:
         """Nodes the replicas occupy: replicas inside a node pack; larger ones take whole
         nodes (their TP fills a node)."""
         return max(1, math.ceil(self.devices_used / self.cfg.cluster.devices_per_node))
+
+    def node_bounds(self) -> tuple[int, int]:
+        """(fewest, most) GPU nodes the replicas can take as the autoscaler moves each model
+        within its `replicas: {min, max}` (a fixed count is both), at most the cluster's."""
+        per_node, cap = self.cfg.cluster.devices_per_node, self.cfg.cluster.nodes
+
+        def nodes(bound: str) -> int:
+            devices = sum(
+                getattr(m.spec.replicas, bound, m.replicas) * m.devices_per_replica
+                for m in self.models
+            )
+            return min(cap, math.ceil(devices / per_node))
+
+        return nodes("min"), max(nodes("max"), self.nodes_used)
 
     def engines(self) -> list[tuple[ModelDeployment, int, int]]:
         """(model, replica index, port) of every replica, in config order; replica k of the
@@ -168,6 +209,23 @@ def _source_problems(cfg: FleetConfig, i: int, spec: ModelSpec) -> list[str]:
     return []
 
 
+def _deploy_models(cfg: FleetConfig, i: int, spec: ModelSpec) -> list[ModelDeployment]:
+    """The model's deployment, or its two pools' (each planned as a model of its shape)."""
+    if spec.disaggregation is None:
+        return [_deploy_model(cfg, i, spec)]
+    out = []
+    for role, pool in pools(spec):
+        shaped = pool_config(cfg, i, pool)
+        try:
+            deployed = _deploy_model(shaped, i, shaped.models[i])
+        except DeployError as exc:
+            raise DeployError(
+                [f"models[{i}].disaggregation.{role}: {p}" for p in exc.problems]
+            ) from None
+        out.append(replace(deployed, spec=spec, role=role))
+    return out
+
+
 def _deploy_model(cfg: FleetConfig, i: int, spec: ModelSpec) -> ModelDeployment:
     facts, note = _facts(spec, f"models[{i}]")
     try:
@@ -208,7 +266,7 @@ def deploy_plan(cfg: FleetConfig) -> DeployPlan:
     problems = [p for i, m in enumerate(cfg.models) for p in _source_problems(cfg, i, m)]
     if problems:
         raise DeployError(problems)
-    models = tuple(_deploy_model(cfg, i, m) for i, m in enumerate(cfg.models))
+    models = tuple(d for i, m in enumerate(cfg.models) for d in _deploy_models(cfg, i, m))
     result = DeployPlan(cfg, cluster_for(cfg).device, models)
     c = cfg.cluster
     if result.devices_used > c.nodes * c.devices_per_node:

@@ -31,7 +31,7 @@ def plan_lines(dp: DeployPlan) -> str:
     for m in dp.models:
         lay = m.layout
         lines.append(
-            f"- {m.spec.name} on {m.spec.engine}: {m.replicas} replica(s) of "
+            f"- {m.name} on {m.spec.engine}: {m.replicas} replica(s) of "
             f"{lay.label.rsplit(' x', 1)[0]}"
             f" ({m.devices_per_replica} devices, {m.nodes_per_replica} node(s) each), weights "
             f"{m.weight_format} {m.weight_bytes / 1e9:,.1f} GB, max_model_len "
@@ -53,7 +53,7 @@ def k8s_readme(dp: DeployPlan, gateway_url: str) -> str:
         "deploy.kubernetes.model_volume.download: true)."
     )
     webui_admin = ADMIN_EMAIL
-    return f"""\
+    text = f"""\
 # deepfleet on Kubernetes (KubeRay)
 
 Rendered by `deepfleet render k8s` from fleet.yaml (copied here; the head reads it from the
@@ -85,6 +85,28 @@ GPU worker pods: {dp.nodes_used} x {dp.cfg.cluster.devices_per_node} {k.gpu_reso
    http://127.0.0.1:{dp.cfg.gateway.port}/v1; inside the cluster: {gateway_url}/v1.
    To expose it, put a TLS-terminating Ingress or load balancer in front of the gateway
    Service; API keys stay required.
+"""
+    return text + _gateway_pods_note(dp)
+
+
+def _gateway_pods_note(dp: DeployPlan) -> str:
+    """The README's note on gateway pods (gateway.instances > 1); empty without them."""
+    g, k = dp.cfg.gateway, dp.cfg.deploy.kubernetes
+    if g.instances == 1:
+        return ""
+    env, value = (
+        (g.state.dsn_env, "'postgresql://USER:PASSWORD@HOST:5432/DB'")
+        if g.state.dsn_env
+        else ("PGPASSWORD", "PASSWORD")
+    )
+    secret = k.state_env_secret or "<state_env_secret>"
+    return f"""
+Gateway pods: the Deployment {k.name}-gateway runs {g.instances} gateways behind the Service;
+they follow the fleet state that the head's controller shares through PostgreSQL
+(gateway.state). Before step 4, create the Secret they and the head read the database's
+password from:
+`kubectl -n {k.namespace} create secret generic {secret} --from-literal={env}={value}`
+(docs/lb.md, "Kubernetes").
 """
 
 

@@ -38,6 +38,8 @@ class ReplicaPlan:
     host: str
     port: int
     kv_events_port: int | None = None
+    # ipc://... (the engine binds it) or tcp://HOST:PORT (it connects); None: tcp on loopback.
+    kv_events_endpoint: str | None = None
     tp: int = 1
     pp: int = 1
     max_model_len: int | None = None
@@ -57,6 +59,8 @@ class ReplicaPlan:
     env_defaults: dict[str, str] = field(default_factory=dict)
     # The key the engine requires on its API (only the gateway holds it); None: open.
     api_key: str | None = field(default=None, repr=False)
+    # `prefill` or `decode` in a disaggregated model (deepfleet.fleet.pools), else empty.
+    role: str = ""
 
     @property
     def url(self) -> str:

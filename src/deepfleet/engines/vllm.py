@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from deepfleet.config.disagg import PoolSpec
 from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.engines.base import (
     VISIBLE_DEVICES_ENV,
@@ -135,11 +136,13 @@ class VllmAdapter:
         if m.trust_remote_code:
             argv.append("--trust-remote-code")
         if plan.kv_events_port is not None:
-            # A concrete host makes the engine connect; the gateway's subscriber binds it.
+            # vLLM binds an ipc:// endpoint (the gateway connects) and connects to a concrete
+            # tcp://HOST:PORT (the gateway binds it): deepfleet.kvcache.endpoints.
+            endpoint = plan.kv_events_endpoint or f"tcp://127.0.0.1:{plan.kv_events_port}"
             events = {
                 "enable_kv_cache_events": True,
                 "publisher": "zmq",
-                "endpoint": f"tcp://127.0.0.1:{plan.kv_events_port}",
+                "endpoint": endpoint,
                 "topic": "kv-events",
             }
             argv += ["--kv-events-config", json.dumps(events, separators=(",", ":"))]
@@ -167,3 +170,59 @@ class VllmAdapter:
         if plan.api_key:  # the environment, not --api-key: argv is public in `ps`
             env["VLLM_API_KEY"] = plan.api_key
         return LaunchSpec(argv=argv, env=env)
+
+
+# --- Prefill/decode disaggregation (fleet.yaml `disaggregation:`, docs/pd.md) ---
+
+PD_CONNECTORS = {
+    "nixl": "NixlConnector",
+    "mooncake": "MooncakeConnector",
+    "lmcache": "LMCacheConnectorV1",
+    "shared-storage": "ExampleConnector",
+}
+"""fleet.yaml connector -> vLLM's registered connector name (vLLM 0.26-0.32)."""
+PD_ALL2ALL = {"prefill": "deepep_high_throughput", "decode": "deepep_low_latency"}
+"""DeepEP kernels per phase on NVIDIA: throughput for long prefills, latency for decode."""
+
+
+def pd_role_args(
+    role: str, connector: str, *, vendor: Vendor, expert_parallel: bool, storage: str | None = None
+) -> dict[str, Any]:
+    """The flags (as `engine_args` keys) a P/D role adds to an engine's own: its KV
+    connector, and on NVIDIA with expert parallelism the DeepEP kernels of its phase.
+
+    The decode engine recomputes a prompt whose KV cannot be loaded (`kv_load_failure_policy:
+    recompute`) rather than failing the request: a stream the gateway moves to another decode
+    engine carries a transfer handle the prefill engine has already freed.
+    """
+    config: dict[str, object] = {
+        "kv_connector": PD_CONNECTORS[connector],
+        "kv_role": "kv_producer" if role == "prefill" else "kv_consumer",
+    }
+    if role == "decode":
+        config["kv_load_failure_policy"] = "recompute"
+    if connector == "shared-storage":
+        config["kv_connector_extra_config"] = {"shared_storage_path": storage or "/tmp/kv"}
+    args: dict[str, Any] = {"kv_transfer_config": config}
+    if expert_parallel and vendor == "nvidia":
+        args["all2all_backend"] = PD_ALL2ALL[role]
+    return args
+
+
+def pd_engine_args(
+    role: str, pool: PoolSpec, connector: str, *, vendor: Vendor, storage: str | None = None
+) -> list[str]:
+    """vLLM flags of one engine of a P/D pool (`role` prefill or decode): its layout and
+    `pd_role_args` (what a renderer appends to an engine line that has no layout flags)."""
+    layout: dict[str, Any] = {
+        "tensor_parallel_size": pool.tensor_parallel_size
+        if pool.tensor_parallel_size > 1
+        else None,
+        "data_parallel_size": pool.data_parallel_size if pool.data_parallel_size > 1 else None,
+        "enable_expert_parallel": True if pool.expert_parallel else None,
+    }
+    role_args = pd_role_args(
+        role, connector, vendor=vendor, expert_parallel=pool.expert_parallel, storage=storage
+    )
+    kv = role_args.pop("kv_transfer_config")
+    return engine_flags({"kv_transfer_config": kv, **layout, **role_args})

@@ -8,6 +8,9 @@ prints and the controller carries out (deepfleet.fleet.rollout). Per model, one 
   source, parallel, dtype, max_model_len, ...): new replicas start, become ready, then the old
   ones drain and stop;
 - `scale`: only the replica count differs: replicas start, or the newest drain and stop;
+- `retarget`: only the autoscaling targets differ (`autoscale:`, or the bounds of a
+  `replicas: {min, max}` range): no replica starts or stops; the controller's autoscaler
+  takes the new targets at its next tick (a count outside new bounds is moved into them);
 - `route`: only the routing policy differs: the gateway switches at its next state read;
 - `keep`: nothing differs.
 
@@ -20,9 +23,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from deepfleet.config.autoscale import ReplicaRange
 from deepfleet.config.schema import FleetConfig, ModelSpec
 
-Action = Literal["add", "remove", "replace", "scale", "route", "keep"]
+Action = Literal["add", "remove", "replace", "scale", "retarget", "route", "keep"]
 # ModelSpec fields that change without restarting an engine.
 LIVE_FIELDS = frozenset({"replicas", "autoscale", "routing"})
 RESTART_SECTIONS = ("gateway", "kv_cache", "cluster", "ui", "deploy", "state_dir")
@@ -96,6 +100,16 @@ def _count(spec: ModelSpec) -> int | str:
     return r if isinstance(r, int | str) else str(r)
 
 
+def _retargeted(old: ModelSpec, new: ModelSpec) -> bool:
+    """Autoscaled before and after, with other targets or bounds (the routing unchanged)."""
+    ranges = isinstance(old.replicas, ReplicaRange) and isinstance(new.replicas, ReplicaRange)
+    return (
+        ranges
+        and old.routing == new.routing
+        and (old.replicas != new.replicas or old.autoscale != new.autoscale)
+    )
+
+
 def model_change(old: ModelSpec | None, new: ModelSpec | None) -> ModelChange:
     if old is None and new is not None:
         return ModelChange(new.name, "add", 0, _count(new))
@@ -111,6 +125,8 @@ def model_change(old: ModelSpec | None, new: ModelSpec | None) -> ModelChange:
     action: Action
     if engine:
         action = "replace"
+    elif _retargeted(old, new):
+        action = "retarget"
     elif old.replicas != new.replicas:
         action = "scale"
     elif old.routing != new.routing:

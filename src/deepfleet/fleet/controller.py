@@ -1,7 +1,9 @@
 """The controller: owns desired vs actual state for a fleet on one machine.
 
 It starts one supervisor per replica and one for the gateway, and publishes every change to
-the state file that the gateway routes from and `deepfleet status` reads.
+the state file that the gateway routes from and `deepfleet status` reads. Given the state a
+dead controller left (`previous`), it adopts the processes that still run and match
+(deepfleet.fleet.adopt) and stops the ones that do not before it starts anything.
 """
 
 from __future__ import annotations
@@ -21,13 +23,25 @@ from deepfleet.config.schema import FleetConfig, ModelSpec
 from deepfleet.engines import ReplicaPlan, get_adapter
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.engines.offload import offload_plans, store_url
+from deepfleet.fleet.adopt import (
+    Adoption,
+    EngineAdopter,
+    adopt_others,
+    adopt_replicas,
+    engine_hash,
+    spec_hash,
+    stop_stale,
+)
+from deepfleet.fleet.applied import write_applied
 from deepfleet.fleet.files import (
     atomic_write,
     engine_api_key,
     kv_store_password,
     log_file,
+    metrics_token,
     private_dir,
 )
+from deepfleet.fleet.gateways import instance_address, instance_policy
 from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.launcher import Launcher, LocalLauncher, ReplicaRunner
 from deepfleet.fleet.process import pid_start_time
@@ -40,18 +54,23 @@ from deepfleet.fleet.state import (
     write_state,
 )
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
-from deepfleet.net import reachable_host
+from deepfleet.kvcache.endpoints import local_events_endpoint
+from deepfleet.net import is_loopback, reachable_host
 
 log = logging.getLogger(__name__)
 GATEWAY_SETTINGS = "gateway.json"
 KEYS_DB = "keys.db"
-APPLIED_FILE = "applied.json"
 
 
 def write_gateway_settings(cfg: FleetConfig, state_dir: Path) -> Path:
     """The gateway's section of the config, with the keys database resolved, for the gateway
     process to read at start."""
-    spec = cfg.gateway.model_copy(update={"keys_db": keys_db_path(cfg, state_dir)})
+    update: dict[str, object] = {"keys_db": keys_db_path(cfg, state_dir)}
+    g = cfg.gateway
+    if g.instances > 1 and not is_loopback(g.host) and not g.metrics_token:
+        # Loopback gateways behind HAProxy on the network: /metrics must not be open.
+        update["metrics_token"] = metrics_token(state_dir)
+    spec = g.model_copy(update=update)
     path = private_dir(state_dir) / GATEWAY_SETTINGS
     atomic_write(path, spec.model_dump_json(indent=1))  # 0600: it holds the metrics token
     return path
@@ -65,31 +84,19 @@ def write_kv_routing(spec: KvRoutingSpec, state_dir: Path) -> Path:
     return path
 
 
-def write_applied(cfg: FleetConfig, state_dir: Path) -> Path:
-    """The config the fleet runs, for `deepfleet apply` to compare a new one with (0600)."""
-    path = private_dir(state_dir) / APPLIED_FILE
-    atomic_write(path, cfg.model_dump_json(indent=1))
-    return path
-
-
-def read_applied(state_dir: Path) -> FleetConfig | None:
-    """The config the running fleet runs; None when there is none or it cannot be read."""
-    try:
-        return FleetConfig.model_validate_json((state_dir / APPLIED_FILE).read_bytes())
-    except (OSError, ValueError):
-        return None
-
-
 def keys_db_path(cfg: FleetConfig, state_dir: Path) -> Path:
     return (cfg.gateway.keys_db or state_dir / KEYS_DB).expanduser().resolve()
 
 
-def gateway_launch(cfg: FleetConfig, state_dir: Path, python: str = sys.executable) -> LaunchSpec:
-    g = cfg.gateway
+def gateway_launch(
+    cfg: FleetConfig, state_dir: Path, python: str = sys.executable, index: int = 0
+) -> LaunchSpec:
+    """Gateway `index` of `gateway.instances` (deepfleet.fleet.gateways)."""
+    host, port = instance_address(cfg, index)
     argv = [python, "-m", "deepfleet.gateway", "--state-file", str(state_dir / STATE_FILE),
             "--settings", str(write_gateway_settings(cfg, state_dir)),
-            "--host", g.host, "--port", str(g.port), "--workers", str(g.workers)]  # fmt: skip
-    return LaunchSpec(argv=argv)
+            "--host", host, "--port", str(port), "--workers", str(cfg.gateway.workers)]  # fmt: skip
+    return LaunchSpec(argv=argv, env=cfg.gateway.state.gateway_env())
 
 
 def local_url(host: str, port: int) -> str:
@@ -141,6 +148,7 @@ class Controller:
         services: Sequence[Service] = (),
         launcher: Launcher | None = None,
         node_poll_s: float = 2.0,
+        previous: FleetState | None = None,
     ) -> None:
         self.cfg = cfg
         self.state_dir = state_dir
@@ -149,9 +157,16 @@ class Controller:
         write_kv_routing(cfg.kv_cache.routing, state_dir)  # before the gateway starts
         write_applied(cfg, state_dir)
         self.notes: list[str] = []
+        self.launcher: Launcher = launcher or LocalLauncher()
+        self.adoption: Adoption
+        adopt = (
+            self.launcher.adopt_engines
+            if isinstance(self.launcher, EngineAdopter)
+            else adopt_replicas
+        )
+        plans, self.adoption = adopt(previous, plans, cfg.kv_cache)
         plans = self.prepare(plans)
         gw_url = local_url(cfg.gateway.host, cfg.gateway.port)
-        self.launcher: Launcher = launcher or LocalLauncher()
         self._node_poll_s = node_poll_s
         self.state = FleetState(
             controller_pid=os.getpid(),
@@ -169,25 +184,26 @@ class Controller:
         self._running = False
         for plan in plans:
             self.add_replica(plan)
+        own_url = local_url(*instance_address(cfg, 0))  # gw_url, or behind HAProxy there
         gw_status = ReplicaStatus(
             replica_id="gateway",
             model="*",
             engine="gateway",
-            url=gw_url,
+            url=own_url,
             log=str(log_file(state_dir, "gateway")),
         )
         self.state.gateway = gw_status
+        gateway_spec = gateway_spec or gateway_launch(cfg, state_dir)
+        gw_status.config_hash = spec_hash(gateway_spec)
         # Stopping, the gateway lets its requests finish for drain_grace_s (uvicorn's graceful
         # shutdown) before the engines stop: SIGKILL only after that.
-        gw_grace = max(policy.stop_grace_s, cfg.gateway.drain_grace_s + 5)
-        gw_policy = SupervisorPolicy(startup_timeout_s=60, stop_grace_s=gw_grace)
         self.gateway = Supervisor(
             gw_status,
-            gateway_spec or gateway_launch(cfg, state_dir),
-            gw_url + "/health",
+            gateway_spec,
+            own_url + "/health",
             probe=self._probe,
             on_change=self.publish,
-            policy=gw_policy,
+            policy=instance_policy(cfg, policy.stop_grace_s),
         )
         # Companion processes beside the gateway (e.g. the chat UI), supervised the same way.
         self.services = [
@@ -202,6 +218,11 @@ class Controller:
             for svc in services
         ]
         self.state.services = [svc.status for svc in services]
+        for svc in services:
+            svc.status.config_hash = spec_hash(svc.spec)
+        specs = {"gateway": gateway_spec, **{s.status.replica_id: s.spec for s in services}}
+        adopt_others(previous, specs, self.adoption)
+        self._adopt()
         self._first = [
             (sup, svc.policy.startup_timeout_s)
             for sup, svc in zip(self.services, services, strict=True)
@@ -210,6 +231,16 @@ class Controller:
         self._listeners: list[Callable[[FleetState], None]] = []
         self._changed = asyncio.Event()  # set on every publish
         self.publish_failures = 0  # state writes that failed (e.g. a full disk)
+
+    def _adopt(self) -> None:
+        """Hand each adopted process to its supervisor (local runners only)."""
+        by_id = {**self._runners, "gateway": self.gateway}
+        by_id.update((sup.status.replica_id, sup) for sup in self.services)
+        for rid, old in {**self.adoption.replicas, **self.adoption.others}.items():
+            runner = by_id.get(rid)
+            if isinstance(runner, Supervisor):
+                runner.adopt(old)
+        self.state.adopted = self.adoption.ids
 
     def prepare(self, plans: list[ReplicaPlan]) -> list[ReplicaPlan]:
         """What the fleet adds to every replica's plan: the KV offloading arguments."""
@@ -223,9 +254,19 @@ class Controller:
             if note not in self.notes:
                 self.notes.append(note)
                 log.warning("%s", note)
-        # Engines answer /v1/* only with the fleet's key, which the gateway sends.
+        # Engines answer /v1/* only with the fleet's key, which the gateway sends; they
+        # publish KV events on a Unix socket in the private state dir, not on loopback TCP.
         key = engine_api_key(state_dir)
-        return [replace(p, api_key=key) for p in plans]
+        return [
+            replace(
+                p,
+                api_key=key,
+                kv_events_endpoint=local_events_endpoint(
+                    state_dir, p.kv_events_port, {**p.engine_defaults, **p.model.engine_args}
+                ),
+            )
+            for p in plans
+        ]
 
     def add_replica(self, plan: ReplicaPlan, generation: int = 0) -> ReplicaStatus:
         """Supervise one more replica (started at once when the fleet runs)."""
@@ -236,9 +277,12 @@ class Controller:
             url=plan.url if plan.port else "",
             log=str(log_file(self.state_dir, plan.replica_id)),
             kv_events_port=plan.kv_events_port,
+            kv_events_endpoint=plan.kv_events_endpoint,
             devices=list(plan.devices),
             generation=generation,
             engine_args=dict(plan.model.engine_args),
+            config_hash=engine_hash(plan, self.cfg.kv_cache),
+            role=plan.role,
         )
         runner = self.launcher.runner(plan, status, self.publish, self.policy)
         self.state.replicas.append(status)
@@ -318,6 +362,8 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then stop the gateway (it drains) and every engine."""
         self.publish()
+        if self.adoption.stale:  # they hold ports, devices and memory the new ones need
+            await asyncio.to_thread(stop_stale, self.adoption.stale, self.policy.stop_grace_s)
         first = [sup for sup, _ in self._first]
         tasks: list[asyncio.Future[None]] = [asyncio.ensure_future(s.run()) for s in first]
         nodes = asyncio.ensure_future(self._watch_nodes())

@@ -40,6 +40,15 @@ class Starting:
 
 
 @dataclass(frozen=True)
+class Adopted:
+    """A dead controller's processes that still ran: `adopted` (ids, taken over with the same
+    pids) and `replaced` (running with another config: stopped, started again)."""
+
+    adopted: list[str]
+    replaced: list[str]
+
+
+@dataclass(frozen=True)
 class StateChanged:
     """The controller published a new state (a replica, service or the gateway changed)."""
 
@@ -87,6 +96,7 @@ FleetEvent = (
     PreparingModel
     | ModelPrepared
     | Starting
+    | Adopted
     | StateChanged
     | StartProgress
     | Serving

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -12,7 +13,8 @@ import aiohttp
 
 class HttpProbe:
     """GET a URL; healthy means HTTP 200 within the timeout. One pooled session for all probes.
-    A `tcp://host:port` URL is healthy when a connection opens within the timeout."""
+    A `tcp://host:port` URL is healthy when a connection opens within the timeout, and an
+    `ipc://PATH` one (a Unix socket, e.g. the KV event relay's) likewise."""
 
     def __init__(self, timeout_s: float = 3.0) -> None:
         self._timeout_s = timeout_s
@@ -22,6 +24,8 @@ class HttpProbe:
     async def __call__(self, url: str) -> bool:
         if url.startswith("tcp://"):
             return await self._connects(url)
+        if url.startswith("ipc://"):
+            return await self._connects_unix(url.removeprefix("ipc://"))
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
@@ -42,10 +46,17 @@ class HttpProbe:
 
     async def _connects(self, url: str) -> bool:
         parts = urlsplit(url)
+        return await self._opens(asyncio.open_connection(parts.hostname, parts.port))
+
+    async def _connects_unix(self, path: str) -> bool:
+        return await self._opens(asyncio.open_unix_connection(path))
+
+    async def _opens(
+        self, opening: Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    ) -> bool:
+        """True when the connection opens within the timeout; it is closed at once."""
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(parts.hostname, parts.port), self._timeout_s
-            )
+            _, writer = await asyncio.wait_for(opening, self._timeout_s)
         except (TimeoutError, OSError):
             return False
         writer.close()

@@ -17,9 +17,11 @@ from typing import Protocol
 
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines import ReplicaPlan, get_adapter
+from deepfleet.fleet.adopt import group_rss, survivors
 from deepfleet.fleet.health import HttpProbe
+from deepfleet.fleet.pools import shared_folders, with_local_storage
 from deepfleet.fleet.replicas import MachineFacts, plan_local
-from deepfleet.fleet.state import NodeStatus, ReplicaStatus
+from deepfleet.fleet.state import STATE_FILE, NodeStatus, ReplicaStatus, read_state
 from deepfleet.fleet.supervisor import Supervisor, SupervisorPolicy
 
 
@@ -52,17 +54,29 @@ class Launcher(Protocol):
 
 
 class LocalLauncher:
-    """Engines as child processes of the controller, one supervisor each."""
+    """Engines as child processes of the controller, one supervisor each. With `state_dir`,
+    a disaggregated model's shared-storage connector keeps its KV files there."""
 
     name = "local"
 
-    def __init__(self, machine: MachineFacts | None = None, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        machine: MachineFacts | None = None,
+        python: str = sys.executable,
+        state_dir: Path | None = None,
+    ) -> None:
         self._machine = machine
         self._python = python
+        self._state_dir = state_dir
         self._probe = HttpProbe()
 
     def plans(self, cfg: FleetConfig, model_paths: dict[str, str]) -> list[ReplicaPlan]:
-        return plan_local(cfg, model_paths, self._machine or MachineFacts.probe(), self._python)
+        if self._state_dir is not None:
+            cfg = with_local_storage(cfg, self._state_dir)
+        plans = plan_local(cfg, model_paths, self._machine or MachineFacts.probe(), self._python)
+        for folder in shared_folders(cfg):  # in the private state dir, or the user's
+            folder.mkdir(parents=True, exist_ok=True)
+        return plans
 
     def runner(
         self,
@@ -104,7 +118,14 @@ class LauncherError(Exception):
 
 
 def _local(cfg: FleetConfig, state_dir: Path) -> Launcher:
-    return LocalLauncher()
+    """Engines a dead controller left running hold memory this plan may give them again
+    (they are adopted, or stopped before new ones start): count it as available."""
+    held = sum(group_rss(s.pid) for s in survivors(read_state(state_dir / STATE_FILE)) if s.pid)
+    if not held:
+        return LocalLauncher(state_dir=state_dir)
+    machine = MachineFacts.probe()
+    more = replace(machine, available_bytes=machine.available_bytes + held)
+    return LocalLauncher(more, state_dir=state_dir)
 
 
 def build_launcher(cfg: FleetConfig, state_dir: Path) -> Launcher:

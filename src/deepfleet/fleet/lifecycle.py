@@ -22,12 +22,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from deepfleet.config import FleetConfig
 from deepfleet.engines import ReplicaPlan
 from deepfleet.fleet.autoscaler import FleetAutoscaler
 from deepfleet.fleet.controller import Controller, Service
 from deepfleet.fleet.events import (
+    Adopted,
     ControllerKilled,
     EventSink,
     Serving,
@@ -37,6 +39,7 @@ from deepfleet.fleet.events import (
     StopRequested,
     ignore,
 )
+from deepfleet.fleet.front import KeyCheck, front_services, no_keys
 from deepfleet.fleet.kv_store import kv_store_service
 from deepfleet.fleet.launcher import build_launcher
 from deepfleet.fleet.model_paths import model_paths
@@ -89,27 +92,51 @@ def no_services(cfg: FleetConfig, state_dir: Path) -> Sequence[Service]:
     return ()
 
 
+class Sharer(Protocol):
+    """Copies the fleet state where gateways on other hosts follow it (the CLI passes
+    deepfleet.gateway.store.fleet_share's): told of each change, run by a thread of its own."""
+
+    def __call__(self, state: FleetState) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+SharerFactory = Callable[[FleetConfig, Path], Sharer | None]
+
+
+def no_sharer(cfg: FleetConfig, state_dir: Path) -> Sharer | None:
+    return None
+
+
 def build_controller(
     cfg: FleetConfig,
     state_dir: Path,
     on_event: EventSink = ignore,
     services: ServiceFactory = no_services,
+    has_keys: KeyCheck = no_keys,
 ) -> Controller:
     """Plan the fleet and build its controller; nothing is started yet.
 
     Raises what a step raises with the fix in its message: LauncherError (cluster mode),
     bundled.BundledModelError, InfeasibleConfig (its `lines` say why and what would fit),
-    KvStoreError, or whatever `services` raises. The launcher is closed on failure.
+    KvStoreError, LoadBalancerError, or whatever `services` raises. The launcher is closed
+    on failure.
     """
     launcher = build_launcher(cfg, state_dir)
     try:
         plans: list[ReplicaPlan] = launcher.plans(cfg, model_paths(cfg, on_event))
         store = kv_store_service(cfg, state_dir, plans)
-        extra = [*([store] if store else []), *services(cfg, state_dir)]
+        front = front_services(cfg, state_dir, has_keys)  # gateway.instances > 1
+        extra = [*([store] if store else []), *front, *services(cfg, state_dir)]
     except BaseException:
         asyncio.run(launcher.close())
         raise
-    return Controller(cfg, state_dir, plans, services=extra, launcher=launcher)
+    # A dead controller's processes are adopted; a live one's never (up holds the lock, so
+    # the check only guards other callers).
+    previous = read_state(state_dir / STATE_FILE)
+    if previous and same_process(previous.controller_pid, previous.controller_start):
+        previous = None
+    return Controller(cfg, state_dir, plans, services=extra, launcher=launcher, previous=previous)
 
 
 async def _announce(controller: Controller, changed: asyncio.Event, on_event: EventSink) -> None:
@@ -131,10 +158,12 @@ async def serve(
     stop: asyncio.Event | None = None,
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
     autoscaler: FleetAutoscaler | None = None,
+    sharer: Sharer | None = None,
 ) -> None:
     """Run `controller` until `stop` is set or one of `signals` arrives, reporting each
     state change and, once, Serving. Models with `replicas: {min, max}` are scaled by
-    `autoscaler` (by default one with the controller's settings)."""
+    `autoscaler` (by default one with the controller's settings). `sharer` hears every
+    state change while it runs (and is stopped after the last)."""
     stop = stop or asyncio.Event()
     autoscaler = autoscaler or FleetAutoscaler(controller)
     loop = asyncio.get_running_loop()
@@ -152,6 +181,9 @@ async def serve(
         changed.set()
 
     controller.subscribe(on_change)
+    if sharer is not None:  # the fleet state for gateways on other hosts
+        controller.subscribe(sharer)
+        sharer.start()
     announcer = asyncio.ensure_future(_announce(controller, changed, on_event))
     applier = Applier(controller)  # `deepfleet apply` writes its request, then sends SIGUSR1
     loop.add_signal_handler(APPLY_SIGNAL, applier.requested)
@@ -168,6 +200,8 @@ async def serve(
         announcer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await announcer
+        if sharer is not None:
+            await asyncio.to_thread(sharer.stop)
         for sig in signals:
             loop.remove_signal_handler(sig)
 
@@ -177,14 +211,23 @@ def up(
     state_dir: Path,
     on_event: EventSink = ignore,
     services: ServiceFactory = no_services,
+    has_keys: KeyCheck = no_keys,
+    share: SharerFactory = no_sharer,
 ) -> None:
     """Start the fleet in this process and run it until a stop signal (see the module
-    docstring). Raises FleetAlreadyRunning, or what build_controller raises."""
+    docstring). `has_keys` lets HAProxy (gateway.instances > 1) bind a non-loopback
+    address; `share` gives what copies the fleet state for gateways on other hosts
+    (gateway.state.share_fleet). Raises FleetAlreadyRunning, or what build_controller or
+    `share` raises."""
     with fleet_lock(state_dir):
-        controller = build_controller(cfg, state_dir, on_event, services)
+        controller = build_controller(cfg, state_dir, on_event, services, has_keys)
         url = controller.state.gateway_url
+        adoption = controller.adoption
+        if adoption.ids or adoption.stale:
+            on_event(Adopted(adoption.ids, [s.replica_id for s in adoption.stale]))
+        sharer = share(cfg, state_dir)
         on_event(Starting(len(controller.supervisors), url, state_dir / "logs"))
-        asyncio.run(serve(controller, on_event))
+        asyncio.run(serve(controller, on_event, sharer=sharer))
         on_event(Stopped())
 
 
@@ -250,7 +293,7 @@ def down(
     ours = same_process(controller, state.controller_start)
     groups = [pid for pid, start in _recorded_groups(state) if same_process(pid, start)]
     if not ours and not groups:
-        return False
+        return bool(_cluster_leftovers(state, state_dir))
     if ours:
         with contextlib.suppress(ProcessLookupError):
             os.kill(controller, signal.SIGTERM)
@@ -264,5 +307,15 @@ def down(
             os.kill(controller, signal.SIGKILL)
     for pgid in groups:
         signal_group(pgid, signal.SIGKILL)
+    _cluster_leftovers(state, state_dir)
     on_event(Stopped())
     return True
+
+
+def _cluster_leftovers(state: FleetState, state_dir: Path) -> list[str]:
+    """Ray mode: the engines' actors outlive a dead controller (fleet/ray/detached.py)."""
+    if state.cluster != "ray":
+        return []
+    from deepfleet.fleet.ray.connect import remove_fleet  # imports Ray: cluster mode only
+
+    return remove_fleet(state_dir)

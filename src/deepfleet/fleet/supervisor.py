@@ -1,7 +1,9 @@
 """Supervise one process: start it, wait until healthy, watch it, restart it with backoff.
 
 Used for every engine replica and for the gateway. The process, the health probe and the
-clock are injected, so the restart logic is tested without real engines.
+clock are injected, so the restart logic is tested without real engines. A supervisor may
+start by adopting a process a dead controller left running (`adopt`): it watches that one
+first, and starts its own only once it is gone.
 """
 
 from __future__ import annotations
@@ -16,13 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from deepfleet.engines.base import LaunchSpec
-from deepfleet.fleet.process import ManagedProcess, pid_start_time
+from deepfleet.fleet.process import (
+    ADOPTED_EXIT,
+    AdoptedProcess,
+    ManagedProcess,
+    SupervisedProcess,
+    pid_start_time,
+)
 from deepfleet.fleet.state import ReplicaState, ReplicaStatus
 
 log = logging.getLogger(__name__)
 
 Probe = Callable[[str], Awaitable[bool]]
-Spawner = Callable[[LaunchSpec, Path], ManagedProcess]
+Spawner = Callable[[LaunchSpec, Path], SupervisedProcess]
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,20 @@ class Supervisor:
         self._policy = policy
         self._spawn = spawn
         self._stop = asyncio.Event()
-        self._proc: ManagedProcess | None = None
+        self._proc: SupervisedProcess | None = None
+        self._adopted: AdoptedProcess | None = None
+
+    def adopt(self, old: ReplicaStatus) -> None:
+        """Begin with the process `old` describes (checked by pid and start time when run()
+        starts) instead of starting one; its counters and times carry over."""
+        assert old.pid is not None
+        self._adopted = AdoptedProcess(old.pid, old.pid_start)
+        # Its state too: the gateway keeps routing to a ready engine while this controller
+        # starts, instead of seeing it `starting` until the first probe.
+        kept = ("state", "pid", "pid_start", "started_at", "ready_at", "restarts", "last_exit",
+                "generation")  # fmt: skip
+        for name in kept:
+            setattr(self.status, name, getattr(old, name))
 
     def _set(self, state: ReplicaState, **fields: object) -> None:
         self.status.state = state
@@ -74,27 +95,30 @@ class Supervisor:
         backoff = self._policy.backoff_initial_s
         log = Path(self.status.log) if self.status.log else Path(f"{self.status.replica_id}.log")
         while not self._stop.is_set():
-            proc = self._spawn(self.spec, log)
+            adopted, self._adopted = self._adopted, None
+            proc = adopted or self._spawn(self.spec, log)
             self._proc = proc
             try:
                 await proc.start()
             except OSError as exc:
                 reason = f"could not start: {exc}"
             else:
-                self._set(
-                    ReplicaState.STARTING,
-                    pid=proc.pid,
-                    pid_start=pid_start_time(proc.pid),
-                    started_at=time.time(),
-                    ready_at=None,
-                )
+                if adopted is None:
+                    self._set(
+                        ReplicaState.STARTING,
+                        pid=proc.pid,
+                        pid_start=pid_start_time(proc.pid),
+                        started_at=time.time(),
+                        ready_at=None,
+                    )
                 exited = asyncio.ensure_future(proc.wait())
                 failed = await self._wait_ready(exited)
                 if failed is not None:
                     reason = failed
                 else:
+                    kept = self.status.ready_at if adopted else None
                     ready_at = time.time()
-                    self._set(ReplicaState.READY, ready_at=ready_at)
+                    self._set(ReplicaState.READY, ready_at=kept or ready_at)
                     reason = await self._watch(exited)
                     if time.time() - ready_at >= self._policy.stable_after_s:
                         backoff = self._policy.backoff_initial_s
@@ -120,7 +144,7 @@ class Supervisor:
         deadline = time.monotonic() + self._policy.startup_timeout_s
         while not self._stop.is_set():
             if exited.done():
-                return f"exited with code {exited.result()} during startup"
+                return f"{_exit_reason(exited.result())} during startup"
             if await self._probe(self.health_url):
                 return None
             if time.monotonic() > deadline:
@@ -133,8 +157,7 @@ class Supervisor:
         while not self._stop.is_set():
             await self._sleep_or_exit(exited, self._policy.health_interval_s)
             if exited.done():
-                code = exited.result()
-                return f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
+                return _exit_reason(exited.result())
             if self._stop.is_set():
                 break
             if await self._probe(self.health_url):
@@ -165,3 +188,9 @@ class Supervisor:
                 self._set(ReplicaState.STOPPING)
             finally:
                 await self._proc.stop(self._policy.stop_grace_s)
+
+
+def _exit_reason(code: int) -> str:
+    if code == ADOPTED_EXIT:
+        return "exited (an adopted process: its exit status is unknown)"
+    return f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"

@@ -1,7 +1,17 @@
-"""Admin routes (an admin key required): list, create and revoke API keys over HTTP."""
+"""Admin routes (an admin key required): list, create and revoke API keys over HTTP.
+
+A key request is a few hundred bytes of JSON. Its body is bounded like the public API's
+(MAX_BODY_BYTES, 413 `request_too_large` in the OpenAI envelope): refused from Content-Length
+before anything is read, and cut off while reading when it was not declared (chunked), so no
+request, even one with a stolen or leaked admin key, holds gigabytes of the gateway's memory.
+
+The key store is synchronous (a PostgreSQL backend makes a network round trip), so its calls
+run in a thread, off the event loop that serves the streams.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -12,8 +22,31 @@ from starlette.routing import Route
 
 from deepfleet.gateway.auth import Authenticator, AuthError
 from deepfleet.gateway.errors import error_response
-from deepfleet.gateway.keys import ApiKey, KeyStore
+from deepfleet.gateway.keys import ApiKey
 from deepfleet.gateway.requests import TOO_DEEP
+from deepfleet.gateway.store.base import KeyRecords
+
+MAX_BODY_BYTES = 64 * 1024
+"""Largest admin request body (a key spec with a long model list fits many times over)."""
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The body, or TooLarge as soon as it is declared or read past `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class NewKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -32,9 +65,12 @@ def key_json(key: ApiKey) -> dict[str, Any]:
 
 
 class AdminRoutes:
-    def __init__(self, keys: KeyStore, auth: Authenticator) -> None:
+    def __init__(
+        self, keys: KeyRecords, auth: Authenticator, max_body_bytes: int = MAX_BODY_BYTES
+    ) -> None:
         self._keys = keys
         self._auth = auth
+        self._max_body = max_body_bytes
 
     def routes(self) -> list[Route]:
         return [
@@ -50,21 +86,28 @@ class AdminRoutes:
         return None
 
     async def list_keys(self, request: Request) -> Response:
-        return self._check(request) or JSONResponse(
-            {"data": [key_json(k) for k in self._keys.all()]}
-        )
+        denied = self._check(request)
+        if denied:
+            return denied
+        keys = await asyncio.to_thread(self._keys.all)
+        return JSONResponse({"data": [key_json(k) for k in keys]})
 
     async def create_key(self, request: Request) -> Response:
         denied = self._check(request)
         if denied:
             return denied
         try:
-            spec = msgspec.json.decode(await request.body(), type=NewKey)
+            spec = msgspec.json.decode(await bounded_body(request, self._max_body), type=NewKey)
+        except TooLarge:
+            return error_response(
+                413, f"request body is over {self._max_body} bytes", code="request_too_large"
+            )
         except msgspec.DecodeError as exc:
             return error_response(400, f"invalid key request: {exc}", code="invalid_value")
         except RecursionError:
             return error_response(400, f"invalid key request: {TOO_DEEP}", code="invalid_json")
-        key, secret = self._keys.create(
+        key, secret = await asyncio.to_thread(
+            self._keys.create,
             spec.name,
             rpm=spec.rpm,
             tpm=spec.tpm,
@@ -80,7 +123,7 @@ class AdminRoutes:
         denied = self._check(request)
         if denied:
             return denied
-        revoked = self._keys.revoke(request.path_params["key_id"])
+        revoked = await asyncio.to_thread(self._keys.revoke, request.path_params["key_id"])
         if not revoked:
             return error_response(404, "no live key with that id or name", code="not_found")
         return JSONResponse({"revoked": [k.id for k in revoked]})

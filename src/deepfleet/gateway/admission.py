@@ -2,7 +2,8 @@
 
 1. declared body size, from Content-Length before the body is read (413 request_too_large)
 2. the caller's key (401)
-3. the key's requests in flight in this worker (429 concurrency_limit), before the body
+3. the key's requests in flight (429 concurrency_limit), before the body: per worker on
+   SQLite, across every gateway on PostgreSQL (store/)
 4. the key's requests/min (429 rate_limit_requests + Retry-After), before the body
 5. body size as read (413 request_too_large)
 6. the request's fields (400), its model (404 model_not_found), values against the model (400)
@@ -18,9 +19,10 @@ what it holds (`give_back`); a forwarded one gives everything back through the c
 `finisher` builds, once, whatever way it ends; its accounting (later.py) settles the
 reservation on the usage the engine reported.
 
-Everything here runs on every request: no await unless the request must queue, and a check
-makes no object unless it refuses (limits.py and auth.py give the measured reasons of their
-shapes).
+Everything here runs on every request: a check makes no object unless it refuses, and awaits
+only where the state backend may need a round trip (a limited key whose PostgreSQL lease ran
+out, store/leases.py; SQLite and a live lease answer without suspending) or the request must
+queue. limits.py and auth.py give the measured reasons of their shapes.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from deepfleet.gateway.auth import Authenticator, AuthError, Principal
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.keys import ApiKey
 from deepfleet.gateway.later import Later
-from deepfleet.gateway.limits import AdmissionQueue, KeyConcurrency, TokenBuckets
+from deepfleet.gateway.limits import AdmissionQueue
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.relay import Outcome
 from deepfleet.gateway.settings import GatewaySettings
+from deepfleet.gateway.store.base import Limits, Verdict
 from deepfleet.routing.endpoints import EndpointTable
 
 
@@ -46,7 +49,7 @@ class Admission:
         self,
         table: EndpointTable,
         auth: Authenticator,
-        buckets: TokenBuckets,
+        buckets: Limits,
         settings: GatewaySettings,
         metrics: GatewayMetrics,
         later: Later,
@@ -57,7 +60,6 @@ class Admission:
         self.settings = settings
         self.metrics = metrics
         self.later = later
-        self.concurrency = KeyConcurrency()
         self.queue = AdmissionQueue(
             settings.max_in_flight, settings.max_queue, settings.queue_timeout_s
         )
@@ -128,13 +130,24 @@ class Admission:
             )
         return None
 
-    def requests_per_minute(self, key: ApiKey | None) -> Response | None:
-        if key is None or not key.rpm:
-            return None
-        v = self.buckets.take(key.id, "rpm", key.rpm, cost=1, need=1)
-        if v.allowed:
+    def _unavailable(self, v: Verdict) -> Response | None:
+        if not v.unavailable:
             return None
         return self._reject(
+            "state_unavailable",
+            503,
+            "the gateway cannot reach its state database to check this key's limits",
+            code="state_unavailable",
+            retry_after=v.retry_after_s,
+        )
+
+    async def requests_per_minute(self, key: ApiKey | None) -> Response | None:
+        if key is None or not key.rpm:
+            return None
+        v = await self.buckets.take(key.id, "rpm", key.rpm, cost=1, need=1)
+        if v.allowed:
+            return None
+        return self._unavailable(v) or self._reject(
             "rpm",
             429,
             f"rate limit: {key.rpm} requests per minute",
@@ -142,7 +155,7 @@ class Admission:
             retry_after=v.retry_after_s,
         )
 
-    def tokens_per_minute(
+    async def tokens_per_minute(
         self, key: ApiKey | None, fields: requests.Fields, body_bytes: int
     ) -> int | Response:
         """The tokens reserved for the request's worst case (0 without a tokens/min limit),
@@ -163,10 +176,10 @@ class Admission:
                 param="max_tokens",
                 code="rate_limit_tokens",
             )
-        v = self.buckets.take(key.id, "tpm", key.tpm, cost=worst, need=max(worst, 1))
+        v = await self.buckets.take(key.id, "tpm", key.tpm, cost=worst, need=max(worst, 1))
         if v.allowed:
             return worst
-        return self._reject(
+        return self._unavailable(v) or self._reject(
             "tpm",
             429,
             f"rate limit: {key.tpm} tokens per minute",
@@ -177,12 +190,14 @@ class Admission:
     def _settle(self, key: ApiKey | None, tokens: int) -> None:
         """Debit `tokens` more from the key's tokens/min bucket (a refund when negative)."""
         if key is not None and key.tpm and tokens:
-            self.buckets.take(key.id, "tpm", key.tpm, cost=tokens, need=-1e18)
+            self.buckets.settle(key.id, "tpm", key.tpm, tokens)
 
-    def enter_key(self, key: ApiKey | None) -> Response | None:
-        """Take one of the key's slots in this worker (`give_back` or the finisher returns it)."""
-        limit = key.max_concurrent if key else None
-        if self.concurrency.try_enter(key.id if key else "", limit):
+    async def enter_key(self, key: ApiKey | None) -> Response | None:
+        """Take one of the key's concurrent slots (`give_back` or the finisher returns it)."""
+        if key is None or key.max_concurrent is None:
+            return None
+        limit = key.max_concurrent
+        if await self.buckets.enter(key.id, limit):
             return None
         return self._reject(
             "key_concurrency",
@@ -195,8 +210,12 @@ class Admission:
     def give_back(self, key: ApiKey | None, reserved: int) -> None:
         """What a request refused (or failing) after step 3 holds: its key's slot and the
         tokens reserved for it."""
-        self.concurrency.leave(key.id if key else "")
+        self._leave(key)
         self._settle(key, -reserved)
+
+    def _leave(self, key: ApiKey | None) -> None:
+        if key is not None and key.max_concurrent is not None:
+            self.buckets.leave(key.id, key.max_concurrent)
 
     async def queued(self, verdict: str) -> Response | None:
         """After `queue.try_enter()` found no free slot (its `verdict`, "wait" or "full"):
@@ -233,7 +252,6 @@ class Admission:
         admission slot and its key's slot back at once, later calls do nothing; metrics and
         usage wait (later.py)."""
         key = who.key
-        key_id = key.id if key else ""
         finished = False
 
         def done(outcome: Outcome) -> None:
@@ -242,7 +260,7 @@ class Admission:
                 return
             finished = True
             self.queue.leave()
-            self.concurrency.leave(key_id)
+            self._leave(key)
             self.later.add(self.account, model, who.name, key, body_bytes, reserved, outcome)
 
         return done
@@ -263,3 +281,5 @@ class Admission:
         mm.prompt_tokens.inc(prompt)
         mm.output_tokens.inc(outcome.output_tokens)
         self._settle(key, prompt + outcome.output_tokens - reserved)
+        if key is not None:
+            self.buckets.record(key.id, model, prompt, outcome.output_tokens)

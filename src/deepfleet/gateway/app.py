@@ -25,9 +25,7 @@ from deepfleet.gateway.asgi import GatewayASGI, Incoming
 from deepfleet.gateway.auth import Authenticator, AuthError, bearer_is
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.forwarding import Forwarding, routed
-from deepfleet.gateway.keys import KeyStore
 from deepfleet.gateway.later import Later
-from deepfleet.gateway.limits import TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.migration import Migrator
 from deepfleet.gateway.openapi import openapi_spec
@@ -35,6 +33,7 @@ from deepfleet.gateway.origin import Origins
 from deepfleet.gateway.proxy import Proxy
 from deepfleet.gateway.relay import StreamRelay
 from deepfleet.gateway.settings import GatewaySettings
+from deepfleet.gateway.store.base import KeyRecords, Limits
 from deepfleet.gateway.upstream import UpstreamPool
 from deepfleet.observability.sd import observability_routes, state_file_reader
 from deepfleet.routing.endpoints import EndpointTable
@@ -47,13 +46,15 @@ class Gateway:
     def __init__(
         self,
         table: EndpointTable,
-        keys: KeyStore,
-        buckets: TokenBuckets,
+        keys: KeyRecords,
+        buckets: Limits,
         settings: GatewaySettings,
         metrics: GatewayMetrics,
         routing: RoutingFeeds,
     ) -> None:
         self.table = table
+        self.keys = keys
+        self.buckets = buckets
         self.settings = settings
         self.metrics = metrics
         self.later = Later()  # metrics and usage accounting, off the requests' path
@@ -79,6 +80,8 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self._on_refresh()
+        await self.keys.start()
+        await self.buckets.start()
         try:
             async with self.routing.running():
                 refresher = asyncio.create_task(self._refresh_loop())
@@ -91,6 +94,8 @@ class Gateway:
         finally:
             self.proxy.upstream.close()
             self.later.run()
+            await self.buckets.stop()  # after later.run(): the last usage is written
+            await self.keys.stop()
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -130,7 +135,9 @@ class Gateway:
 
     async def ready(self, request: Request) -> Response:
         counts = {name: len(self.table.ready(name)) for name in self.table.models}
-        ok = bool(counts) and all(counts.values())
+        # a cold model (scaled to zero) is served: its requests wait for the replica they start
+        cold = {name for name, e in self.table.models.items() if e.status == "cold"}
+        ok = bool(counts) and all(n or name in cold for name, n in counts.items())
         return JSONResponse({"ready": ok, "models": counts}, status_code=200 if ok else 503)
 
     async def prometheus(self, request: Request) -> Response:
@@ -155,6 +162,9 @@ class Gateway:
                 "owned_by": "deepfleet",
                 "max_model_len": entry.max_model_len,
                 "ready_replicas": len(entry.endpoints),
+                # ready, starting, cold (at zero replicas: a request starts one and waits for
+                # it) or unavailable; OpenAI clients and Open-WebUI ignore fields they don't know
+                "status": entry.status,
             }
             for name, entry in self.table.models.items()
             if who.key is None or who.key.allows(name)
@@ -178,15 +188,20 @@ class Gateway:
         if isinstance(who, Response):
             return who
         key = who.key
-        refusal = admission.enter_key(key)  # before the body: a busy key costs no read
-        if refusal is not None:
-            return refusal
+        # The three limit steps return at once for a key without limits (or no key): skipped
+        # then, a coroutine less each on every such request.
+        limited = key is not None and (key.max_concurrent is not None or key.rpm or key.tpm)
+        if limited:
+            refusal = await admission.enter_key(key)  # before the body: a busy key costs no read
+            if refusal is not None:
+                return refusal
         reserved = 0
         admitted = False
         try:  # from here every refusal or failure gives back the key's slot and reservation
-            refusal = admission.requests_per_minute(key)
-            if refusal is not None:
-                return refusal
+            if limited:
+                refusal = await admission.requests_per_minute(key)
+                if refusal is not None:
+                    return refusal
             body = await request.body(self.settings.max_body_bytes)
             fields = admission.fields(path, body)
             if isinstance(fields, Response):
@@ -194,10 +209,11 @@ class Gateway:
             refusal = admission.key_models(who, fields.model)
             if refusal is not None:
                 return refusal
-            tokens = admission.tokens_per_minute(key, fields, len(body))
-            if isinstance(tokens, Response):
-                return tokens
-            reserved = tokens
+            if limited:
+                tokens = await admission.tokens_per_minute(key, fields, len(body))
+                if isinstance(tokens, Response):
+                    return tokens
+                reserved = tokens
             verdict = admission.queue.try_enter()
             if verdict is not None:  # no free upstream slot: wait for one, or be refused
                 refusal = await admission.queued(verdict)

@@ -7,7 +7,9 @@ headers and the body, so they skip Starlette's middleware stack, Request object 
 lifespan and the error pages stay with Starlette.
 
 Every HTTP request passes the browser checks of origin.py first (Host allowlist, JSON POSTs):
-the generation routes read the two headers in the scan they already make.
+the generation routes read the two headers in the scan they already make, and pass without a
+call when the body is declared exactly `application/json` and the Host's cached verdict is
+good (or there is no Host); every other request gets origin.py's full check.
 """
 
 from __future__ import annotations
@@ -96,10 +98,15 @@ class GatewayASGI:
             await (refusal or self.rest)(scope, receive, send)
             return
         incoming = Incoming(scope, receive)
-        refusal = self.origins.refuse(True, incoming.host, incoming.content_type)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
+        host, origins = incoming.host, self.origins
+        if not (
+            incoming.content_type == b"application/json"
+            and (host is None or origins.verdicts.get(host))
+        ):
+            refusal = origins.refuse(True, host, incoming.content_type)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
         try:
             response = await self.handler(incoming, scope["path"])
         except Exception:

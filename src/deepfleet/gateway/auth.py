@@ -1,6 +1,6 @@
 """Who is calling: the bearer key checked against the key store on every /v1 request.
 
-The store is re-read only when its database changed (`KeyStore.version()`, checked on every
+The store is re-read only when its database changed (`KeyRecords.version()`, checked on every
 request), so a key revoked from the CLI, the admin routes or another worker is refused by
 every worker at its next request.
 
@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from deepfleet.gateway.keys import ApiKey, KeyStore, hash_secret
+from deepfleet.gateway.keys import ApiKey, hash_secret
+from deepfleet.gateway.store.base import KeyRecords
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,10 @@ def bearer_is(authorization: str | None, token: str) -> bool:
 
 
 class Authenticator:
-    def __init__(self, store: KeyStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: KeyRecords, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
-        self._version: bytes | int = -1
+        self._version: object = -1
         self._keys: dict[str, ApiKey] = {}
 
     def _refresh(self) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NamedTuple
 
@@ -26,7 +25,8 @@ from deepfleet.gateway import requests
 from deepfleet.gateway.admission import Admission
 from deepfleet.gateway.auth import Principal
 from deepfleet.gateway.errors import error_response
-from deepfleet.gateway.proxy import Forward, Outcome, Proxy
+from deepfleet.gateway.pd import PdPath
+from deepfleet.gateway.proxy import Forward, Outcome, Proxy, wait_counted
 from deepfleet.gateway.relay import StreamRelay
 from deepfleet.gateway.settings import GatewaySettings
 from deepfleet.routing import Endpoint
@@ -54,6 +54,7 @@ def routed(feeds: RoutingFeeds, proxy: Proxy) -> Routed:
     the proxy's own and its caller's.
     """
     router = feeds.router
+    pd = PdPath(proxy)
 
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[None]:
@@ -64,6 +65,12 @@ def routed(feeds: RoutingFeeds, proxy: Proxy) -> Routed:
             await feeds.stop()
 
     def send(req: Forward, endpoints: list[Endpoint], done: Done) -> Awaitable[Answer]:
+        # A disaggregated model: prefill, then decode (pd.py). Any replica with a role, not the
+        # first: while `apply` turns aggregated replicas into pools both kinds are ready, and
+        # pd.py serves a replica without a role as a decode engine (it computes the prompt).
+        for e in endpoints:  # a loop, not any(): no generator per request
+            if e.role:
+                return disaggregated(req, endpoints, done)
         route = router.request_now(req.model, req.body)
         if route is not None:
             return proxy.forward(req, router.decide(route, endpoints).order, done)
@@ -72,6 +79,12 @@ def routed(feeds: RoutingFeeds, proxy: Proxy) -> Routed:
     async def tokenized(req: Forward, endpoints: list[Endpoint], done: Done) -> Answer:
         route = await router.request(req.model, req.path, req.body)
         return await proxy.forward(req, router.decide(route, endpoints).order, done)
+
+    async def disaggregated(req: Forward, endpoints: list[Endpoint], done: Done) -> Answer:
+        route = router.request_now(req.model, req.body)
+        if route is None:
+            route = await router.request(req.model, req.path, req.body)
+        return await pd.forward(req, route, router.snapshot, endpoints, done)
 
     return Routed(running, send)
 
@@ -119,7 +132,7 @@ class Forwarding:
                 key.reasoning_cap if key else None,
                 self.settings.reasoning_cap,
             )
-            req = Forward(path, body, model, bool(fields.stream), who.name, cap, started)
+            req = Forward(path, body, model, bool(fields.stream), who.name, cap, started, gone)
             return await self.send(req, endpoints, done)
         except BaseException as exc:  # re-raised, after the slots are given back
             done(Outcome("499" if isinstance(exc, asyncio.CancelledError) else "500", None, 0))
@@ -130,16 +143,7 @@ class Forwarding:
         if not table.may_become_ready(model):
             return []
         timeout_s = table.queue_timeout_s(model)
-        metrics = self.admission.metrics
-        metrics.waiting_for_replica.inc()
-        started = time.monotonic()
-        try:
-            endpoints = await table.wait_ready(model, timeout_s, gone)
-        finally:
-            metrics.waiting_for_replica.dec()
-        if endpoints:
-            metrics.replica_wait.observe(time.monotonic() - started)
-        return endpoints
+        return await wait_counted(table, self.admission.metrics, model, timeout_s, gone)
 
     def _no_replica(self, model: str) -> Response:
         coming = self.table.may_become_ready(model)

@@ -1,4 +1,5 @@
-"""API keys in SQLite (WAL): hashed at rest, the secret shown once.
+"""API keys in SQLite (WAL): hashed at rest, the secret shown once. The SQLite state backend's
+`KeyRecords` (store/base.py); store/postgres_keys.py keeps the same records in PostgreSQL.
 
 A secret looks like `dfk_<id>_<random>`; only its SHA-256 is stored. Keys have high entropy,
 so a fast hash is the right tool (the same choice as GitHub and Stripe tokens): a slow
@@ -67,6 +68,13 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+KEY_COLUMNS = (
+    "id, name, hash, created_at, expires_at, rpm, tpm, max_concurrent, reasoning_cap, models, admin"
+)
+SELECT_KEYS = (
+    "SELECT id, name, created_at, expires_at, revoked_at, rpm, tpm, max_concurrent, "
+    "reasoning_cap, models, admin, hash FROM api_keys"
+)
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
@@ -105,6 +113,12 @@ class KeyStore:
         with contextlib.suppress(OSError):
             self._shm = os.open(f"{path}-shm", os.O_RDONLY | os.O_CLOEXEC)
 
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
     def close(self) -> None:
         if self._shm is not None:
             os.close(self._shm)
@@ -124,54 +138,23 @@ class KeyStore:
         admin: bool = False,
     ) -> tuple[ApiKey, str]:
         """A new key and its secret; the secret is not stored and cannot be shown again."""
-        key_id = secrets.token_hex(4)
-        secret = f"dfk_{key_id}_{secrets.token_urlsafe(32)}"
-        key = ApiKey(
-            key_id,
-            name,
-            time.time(),
-            expires_at,
-            None,
-            rpm,
-            tpm,
-            max_concurrent,
-            reasoning_cap,
-            models,
-            admin,
+        key, secret = new_key(
+            name, rpm, tpm, max_concurrent, reasoning_cap, models, expires_at, admin
         )
         self._db.execute(
-            "INSERT INTO api_keys (id, name, hash, created_at, expires_at, rpm, tpm, "
-            "max_concurrent, reasoning_cap, models, admin) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                key.id,
-                name,
-                hash_secret(secret),
-                key.created_at,
-                expires_at,
-                rpm,
-                tpm,
-                max_concurrent,
-                reasoning_cap,
-                json.dumps(list(models)),
-                int(admin),
-            ),
+            f"INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            key_params(key, hash_secret(secret)),
         )
         self._writes += 1
         return key, secret
 
     def all(self) -> list[ApiKey]:
-        rows = self._db.execute(
-            "SELECT id, name, created_at, expires_at, revoked_at, rpm, tpm, max_concurrent, "
-            "reasoning_cap, models, admin, hash FROM api_keys ORDER BY created_at"
-        ).fetchall()
-        return [_row(r) for r in rows]
+        rows = self._db.execute(f"{SELECT_KEYS} ORDER BY created_at").fetchall()
+        return [key_from_row(r) for r in rows]
 
     def by_hash(self) -> dict[str, ApiKey]:
-        rows = self._db.execute(
-            "SELECT id, name, created_at, expires_at, revoked_at, rpm, tpm, max_concurrent, "
-            "reasoning_cap, models, admin, hash FROM api_keys"
-        ).fetchall()
-        return {r[11]: _row(r) for r in rows}
+        rows = self._db.execute(SELECT_KEYS).fetchall()
+        return {r[11]: key_from_row(r) for r in rows}
 
     def revoke(self, id_or_name: str) -> list[ApiKey]:
         """Revoke by id, or every live key of that name; returns what was revoked."""
@@ -201,7 +184,54 @@ class KeyStore:
         return (version << 32) + self._writes
 
 
-def _row(r: tuple[Any, ...]) -> ApiKey:
+def new_key(
+    name: str,
+    rpm: int | None,
+    tpm: int | None,
+    max_concurrent: int | None,
+    reasoning_cap: int | None,
+    models: tuple[str, ...],
+    expires_at: float | None,
+    admin: bool,
+) -> tuple[ApiKey, str]:
+    """A new key and its secret (`dfk_<id>_<random>`), for any backend to store."""
+    key_id = secrets.token_hex(4)
+    secret = f"dfk_{key_id}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(
+        key_id,
+        name,
+        time.time(),
+        expires_at,
+        None,
+        rpm,
+        tpm,
+        max_concurrent,
+        reasoning_cap,
+        models,
+        admin,
+    )
+    return key, secret
+
+
+def key_params(key: ApiKey, hashed: str) -> tuple[Any, ...]:
+    """The values of KEY_COLUMNS for `key`."""
+    return (
+        key.id,
+        key.name,
+        hashed,
+        key.created_at,
+        key.expires_at,
+        key.rpm,
+        key.tpm,
+        key.max_concurrent,
+        key.reasoning_cap,
+        json.dumps(list(key.models)),
+        int(key.admin),
+    )
+
+
+def key_from_row(r: tuple[Any, ...] | Any) -> ApiKey:
+    """An ApiKey from a SELECT_KEYS row (either backend)."""
     models = tuple(json.loads(str(r[9])))
     return ApiKey(
         str(r[0]),

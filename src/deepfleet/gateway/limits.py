@@ -1,9 +1,11 @@
-"""Per-key limits and admission control.
+"""Per-key limits and admission control; the SQLite state backend's `Limits`.
 
 Requests/min and tokens/min are token buckets kept in SQLite, so every gateway worker draws
 from the same bucket. Tokens are known only after a response, so the token bucket must be
 non-empty to start a request and is debited by the usage afterwards (it may go negative and
-then blocks until it refills). Concurrency per key and the admission queue are per worker.
+then blocks until it refills). The usage ledger (requests and tokens per key, model and hour)
+sits in the same file. With SQLite, concurrency per key and the admission queue are per worker;
+the PostgreSQL backend (store/postgres_limits.py) shares concurrency across gateways too.
 """
 
 from __future__ import annotations
@@ -15,23 +17,29 @@ import sqlite3
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from deepfleet.gateway.keys import connect
+from deepfleet.gateway.store.base import UsageRow, Verdict
+
+__all__ = ["AdmissionQueue", "KeyConcurrency", "TokenBuckets", "Verdict"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
     key_id TEXT NOT NULL, kind TEXT NOT NULL, level REAL NOT NULL, updated REAL NOT NULL,
     PRIMARY KEY (key_id, kind)
 );
+CREATE TABLE IF NOT EXISTS usage (
+    key_id TEXT NOT NULL, model TEXT NOT NULL, hour INTEGER NOT NULL,
+    requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    PRIMARY KEY (key_id, model, hour)
+);
 """
-
-
-@dataclass(frozen=True)
-class Verdict:
-    allowed: bool
-    retry_after_s: int = 0
+RECORD = (
+    "INSERT INTO usage VALUES (?,?,?,1,?,?) ON CONFLICT (key_id, model, hour) DO UPDATE SET "
+    "requests = requests + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+    "completion_tokens = completion_tokens + excluded.completion_tokens"
+)
 
 
 class TokenBuckets:
@@ -42,11 +50,44 @@ class TokenBuckets:
         self._db: sqlite3.Connection = connect(path)
         self._db.executescript(SCHEMA)
         self._clock = clock
+        self._concurrency = KeyConcurrency()
 
     def close(self) -> None:
         self._db.close()
 
-    def take(self, key_id: str, kind: str, capacity: int, cost: float, need: float) -> Verdict:
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    # -- Limits (store/base.py): SQLite answers without suspending -------------------------
+    async def take(
+        self, key_id: str, kind: str, capacity: int, cost: float, need: float
+    ) -> Verdict:
+        return self.take_now(key_id, kind, capacity, cost, need)
+
+    def settle(self, key_id: str, kind: str, capacity: int, tokens: float) -> None:
+        self.take_now(key_id, kind, capacity, cost=tokens, need=-1e18)
+
+    async def enter(self, key_id: str, limit: int | None) -> bool:
+        return self._concurrency.try_enter(key_id, limit)
+
+    def leave(self, key_id: str, limit: int | None) -> None:
+        self._concurrency.leave(key_id)
+
+    def record(self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        hour = int(self._clock() // 3600)
+        self._db.execute(RECORD, (key_id, model, hour, prompt_tokens, completion_tokens))
+
+    def usage(self) -> list[UsageRow]:
+        rows = self._db.execute(
+            "SELECT key_id, model, hour, requests, prompt_tokens, completion_tokens FROM usage "
+            "ORDER BY hour, key_id, model"
+        ).fetchall()
+        return [UsageRow(str(r[0]), str(r[1]), *(int(v) for v in r[2:])) for r in rows]
+
+    def take_now(self, key_id: str, kind: str, capacity: int, cost: float, need: float) -> Verdict:
         """Debit `cost` if the bucket holds at least `need` after refilling."""
         now = self._clock()
         rate = capacity / 60.0

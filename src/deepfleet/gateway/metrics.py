@@ -136,7 +136,9 @@ class GatewayMetrics:
         )
         self.waiting_for_replica = Gauge(
             "deepfleet_waiting_for_replica",
-            "Requests waiting for a replica of their model to become ready",
+            "Requests waiting for a replica of their model to become ready (a model at zero"
+            " replicas: the autoscaler starts one when it sees them)",
+            ["model"],
             registry=r,
             multiprocess_mode="livesum",
         )

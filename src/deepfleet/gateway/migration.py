@@ -1,12 +1,18 @@
 """Mid-stream migration: a stream whose engine failed goes on, on another ready replica.
 
-When the engine serving a stream resets or closes the connection before the stream's end, or
-stays silent past the stall deadline (`stall_timeout_s`) after bytes went out, the relay asks
+When the engine serving a stream resets or closes the connection before the stream's end,
+stays silent past the stall deadline (`stall_timeout_s`) after bytes went out, or the fleet
+state shows it lost (lost.py: the migrator cuts its connections), the relay asks
 `Migrator.resume` for a continuation: the next ready replica of the model (in the router's
 order, minus the replicas that failed this request) is asked to go on from what the client
 already got, and the relay sends its events, rewritten by continuation.py, as the rest of the
 same stream. Each stream may move `migration_limit` times (the model's, else the gateway's);
 after that, or when nothing can continue it, the stream ends with an SSE error event as before.
+
+With no other replica ready (the others dead, restarting or failed this request), the stream
+waits for one up to the model's `queue_timeout_s`, as a new request would: a replica that
+failed this request counts again once it has restarted (a new process). A client that leaves
+ends the wait.
 
 How a stream continues:
 - With the model's tokenizer (the fleet state names a folder): at the token level. The prompt
@@ -27,18 +33,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from deepfleet.fleet.state import FleetState
 from deepfleet.gateway.continuation import Rewriter, Sent, sent_of
+from deepfleet.gateway.lost import lost, serving
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from deepfleet.kvcache.tokenize import ChatBody, ModelTokenizer
 from deepfleet.routing.base import Endpoint
-from deepfleet.routing.endpoints import EndpointTable
+from deepfleet.routing.endpoints import WAIT_POLL_S, EndpointTable
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,11 @@ class Migrating(Protocol):
     body: bytes
     order: Sequence[Endpoint]
     sent_chunks: list[bytes]
+    client_gone: bool
+
+
+Failed = dict[str, int]
+"""Replicas that failed a stream, each with its restart count then (see `Migrator.failed_on`)."""
 
 
 @dataclass(slots=True)
@@ -88,6 +102,16 @@ class Migrator:
         self.stall_timeout_s = stall_timeout_s
         self._tokenizers: dict[str, asyncio.Future[_Tokenizers | None]] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._serving: dict[str, str] = {}
+        table.follower.listen(self._on_state)
+
+    def _on_state(self, state: FleetState) -> None:
+        """Cut the connections to replicas the new state shows lost (lost.py)."""
+        for replica_id, url in lost(self._serving, state).items():
+            cut = self.pool.lose(url, f"replica {replica_id} is lost (fleet state)")
+            if cut:
+                log.info("replica %s lost: %d request(s) move to another replica", replica_id, cut)
+        self._serving = serving(state)
 
     def limit(self, model: str) -> int:
         state = self.table.follower.state
@@ -98,7 +122,15 @@ class Migrator:
                     return self.default_limit if own is None else own
         return self.default_limit
 
-    async def resume(self, stream: Migrating, reason: str, failed: set[str]) -> Continuation | None:
+    def failed_on(self, failed: Failed, replica: str) -> None:
+        """Record that `replica` failed the stream (until it restarts)."""
+        failed[replica] = self.table.restarts_of(replica)
+
+    def _fresh(self, ep: Endpoint, failed: Failed) -> bool:
+        at = failed.get(ep.replica_id)
+        return at is None or self.table.restarts_of(ep.replica_id) != at
+
+    async def resume(self, stream: Migrating, reason: str, failed: Failed) -> Continuation | None:
         """A continuation of `stream` on another replica, or None when none can go on."""
         try:
             body = json.loads(stream.body)
@@ -122,17 +154,56 @@ class Migrator:
         return await self._post(stream, path, data, rewrite, failed)
 
     async def _post(
-        self, stream: Migrating, path: str, data: bytes, rewrite: Rewriter, failed: set[str]
+        self, stream: Migrating, path: str, data: bytes, rewrite: Rewriter, failed: Failed
+    ) -> Continuation | None:
+        """The continuation on the first replica that takes it; waits for one to become ready
+        (up to the model's queue timeout) when none can take it now."""
+        deadline = time.monotonic() + self.table.queue_timeout_s(stream.model)
+        while True:
+            cont = await self._post_ready(stream, path, data, rewrite, failed)
+            if cont is not None or not await self._wait_fresh(stream, failed, deadline):
+                return cont
+
+    async def _wait_fresh(self, stream: Migrating, failed: Failed, deadline: float) -> bool:
+        """Until a replica that has not failed this stream is ready: False at the deadline,
+        when the client left, or when no replica of the model is coming any more."""
+        table = self.table
+        waiting = False
+        try:
+            while True:
+                ready = table.ready(stream.model)
+                for ep in ready:  # only looking: half-open probes stay on offer
+                    table.release_probe(ep.replica_id)
+                if any(self._fresh(ep, failed) for ep in ready):
+                    return True
+                if (
+                    stream.client_gone
+                    or time.monotonic() >= deadline
+                    or not table.may_become_ready(stream.model)
+                ):
+                    return False
+                if not waiting:
+                    waiting = True
+                    self.metrics.waiting_for_replica.labels(stream.model).inc()
+                await asyncio.sleep(WAIT_POLL_S)
+        finally:
+            if waiting:
+                self.metrics.waiting_for_replica.labels(stream.model).dec()
+
+    async def _post_ready(
+        self, stream: Migrating, path: str, data: bytes, rewrite: Rewriter, failed: Failed
     ) -> Continuation | None:
         ranks = {ep.replica_id: i for i, ep in enumerate(stream.order)}
         ready = self.table.ready(stream.model)
         candidates = sorted(
-            (ep for ep in ready if ep.replica_id not in failed),
+            (ep for ep in ready if self._fresh(ep, failed)),
             key=lambda ep: ranks.get(ep.replica_id, len(ranks)),
         )
+        tried: set[str] = set()
         try:
             for ep in candidates:
-                failed.add(ep.replica_id)
+                tried.add(ep.replica_id)
+                self.failed_on(failed, ep.replica_id)
                 try:
                     upstream = await self.pool.post(ep.url, path, data)
                     if upstream.status != 200:
@@ -154,7 +225,7 @@ class Migrator:
                 return Continuation(upstream, ep.replica_id, rewrite, first)
         finally:
             for ep in ready:
-                if ep.replica_id not in failed:
+                if ep.replica_id not in tried:
                     self.table.release_probe(ep.replica_id)
         return None
 

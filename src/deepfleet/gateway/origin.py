@@ -13,7 +13,10 @@ A gateway on loopback is still reachable from any web page the user opens. Two a
   means the page's own origin is that IP: nothing was rebound). `*` allows every name. A
   request without Host (HTTP/1.0 tools) is not from a browser and passes.
 
-Checks are a dict lookup per request: verdicts are cached per raw Host value (bounded).
+Checks are a dict lookup per request: verdicts are cached per raw Host value (bounded), and
+the generation routes read that cache inline (asgi.py): a request that declares exactly
+`application/json` from a Host already known good costs no call here; anything else takes the
+full check below.
 """
 
 from __future__ import annotations
@@ -61,18 +64,19 @@ class Origins:
         names = {host_name(h) for h in allowed_hosts}
         self.any_host = "*" in names
         self.names = frozenset(LOOPBACK_NAMES | names)
-        self._verdicts: dict[bytes, bool] = {}
+        self.verdicts: dict[bytes, bool] = {}
+        """The Host check's verdict per raw Host value seen (bounded)."""
 
     def host_ok(self, host: bytes | None) -> bool:
         if host is None or self.any_host:
             return True
-        verdict = self._verdicts.get(host)
+        verdict = self.verdicts.get(host)
         if verdict is None:
             name = host_name(host.decode("latin-1"))
             verdict = name in self.names or _is_ip(name)
-            if len(self._verdicts) >= _CACHE_MAX:
-                self._verdicts.clear()
-            self._verdicts[host] = verdict
+            if len(self.verdicts) >= _CACHE_MAX:
+                self.verdicts.clear()
+            self.verdicts[host] = verdict
         return verdict
 
     def refuse(self, json: bool, host: bytes | None, content_type: bytes | None) -> Response | None:

@@ -1,19 +1,25 @@
 """The proxy: pick replicas in the policy's order, retry before the first byte, then answer.
 
 A replica that refuses, times out or answers 5xx before any byte reached the client is
-ejected and the next one is tried. A non-streamed answer is read whole before the client gets
-a byte, so an engine that fails while computing it costs a retry of the whole request on the
-next replica. A streamed answer is handed to the relay (relay.py) once its first bytes came; a
-failure after that migrates the stream to another replica (migration.py) up to the model's
-`migration_limit`, then ends it with an SSE error event and [DONE]. A client that goes away
+ejected and the next one is tried. When every replica in the order failed so (an engine killed
+a moment before the controller saw it, the others restarting), the request waits for another
+to become ready up to its model's `queue_timeout_s`, as one arriving with none ready does,
+and goes on there; only then, or when none is coming, is the answer a 503.
+
+A non-streamed answer is read whole before the client gets a byte, so an engine that fails
+while computing it costs a retry of the whole request on the next replica. A streamed answer
+is handed to the relay (relay.py) once its first bytes came; a failure after that migrates the
+stream to another replica (migration.py) up to the model's `migration_limit`, then ends it
+with an SSE error event and [DONE]. A client that goes away
 closes the upstream connection, which makes vLLM abort the request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import Gauge, Histogram
 from starlette.responses import Response
@@ -29,7 +35,32 @@ from deepfleet.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResp
 from deepfleet.routing.base import Endpoint
 from deepfleet.routing.endpoints import EndpointTable
 
-__all__ = ["Forward", "Outcome", "Proxy"]
+__all__ = ["Forward", "Outcome", "Proxy", "wait_counted"]
+
+RETRY_PAUSE_S = 0.1
+"""Pause before looking for another replica after every one tried failed."""
+
+
+async def wait_counted(
+    table: EndpointTable,
+    metrics: GatewayMetrics,
+    model: str,
+    timeout_s: float,
+    gone: Callable[[], bool],
+) -> list[Endpoint]:
+    """`table.wait_ready`, counted in `deepfleet_waiting_for_replica{model}` while it waits
+    (the autoscaler starts a model at zero replicas from it) and, when a replica came, in
+    `deepfleet_replica_wait_seconds`."""
+    waiting = metrics.waiting_for_replica.labels(model)
+    waiting.inc()
+    started = time.monotonic()
+    try:
+        endpoints = await table.wait_ready(model, timeout_s, gone)
+    finally:
+        waiting.dec()
+    if endpoints:
+        metrics.replica_wait.observe(time.monotonic() - started)
+    return endpoints
 
 
 @dataclass(slots=True)
@@ -41,6 +72,8 @@ class Forward:
     key_name: str
     reasoning_cap: int | None
     started: float
+    gone: Callable[[], bool] = field(default=lambda: False)
+    """True once the client left (a wait for a replica ends then)."""
 
 
 class Proxy:
@@ -65,8 +98,48 @@ class Proxy:
         order: list[Endpoint],
         done: Callable[[Outcome], None],
     ) -> Response | StreamRelay:
-        pool = self.upstream
+        deadline: float | None = None
         last_error = "no replica answered"
+        while True:
+            answer, last_error = await self._first_answer(req, order, done, last_error)
+            if answer is not None:
+                return answer
+            if deadline is None:
+                deadline = time.monotonic() + self.table.queue_timeout_s(req.model)
+            order = await self._another(req, deadline)
+            if not order:
+                break
+        done(Outcome("499" if req.gone() else "503", None, 0))
+        return error_response(
+            503,
+            f"every replica of `{req.model}` failed ({last_error}); retry shortly",
+            code="upstream_unavailable",
+            headers={"Retry-After": "1"},
+        )
+
+    async def _another(self, req: Forward, deadline: float) -> list[Endpoint]:
+        """Ready replicas to try after every one tried failed: those not ejected now, once
+        any is (the failed ones are ejected; a restarted one is offered again). [] at the
+        deadline, when the client left or when no replica of the model is coming."""
+        table = self.table
+        await asyncio.sleep(RETRY_PAUSE_S)
+        left = deadline - time.monotonic()
+        if left <= 0 or req.gone():
+            return []
+        order = await wait_counted(table, self.metrics, req.model, left, req.gone)
+        if order:
+            self.metrics.retries.labels(req.model).inc()
+        return order
+
+    async def _first_answer(
+        self,
+        req: Forward,
+        order: list[Endpoint],
+        done: Callable[[Outcome], None],
+        last_error: str,
+    ) -> tuple[Response | StreamRelay | None, str]:
+        """The answer of the first replica in `order` that gives one, else (None, why not)."""
+        pool = self.upstream
         tried: set[str] = set()
         try:
             for attempt, ep in enumerate(order):
@@ -110,18 +183,12 @@ class Proxy:
                         self._eject(ep.replica_id)
                         continue
                 self.table.succeeded(ep.replica_id)
-                return self._respond(upstream, req, ep.replica_id, done, first, order)
+                return self._respond(upstream, req, ep.replica_id, done, first, order), last_error
         finally:
             for ep in order:
                 if ep.replica_id not in tried:
                     self.table.release_probe(ep.replica_id)
-        done(Outcome("503", None, 0))
-        return error_response(
-            503,
-            f"every replica of `{req.model}` failed ({last_error}); retry shortly",
-            code="upstream_unavailable",
-            headers={"Retry-After": "1"},
-        )
+        return None, last_error
 
     def _eject(self, replica_id: str) -> None:
         self.table.eject(replica_id)

@@ -28,10 +28,10 @@ from deepfleet.gateway.errors import sse_error
 from deepfleet.gateway.httpserver import HOOKS, ConnectionHooks
 from deepfleet.gateway.later import Later
 from deepfleet.gateway.metrics import GatewayMetrics
-from deepfleet.gateway.migration import Continuation, Migrator
+from deepfleet.gateway.migration import Continuation, Failed, Migrator
 from deepfleet.gateway.stream import StreamCounts, capped_tail, within_cap
 from deepfleet.gateway.turns import Turns
-from deepfleet.gateway.upstream import UpstreamError, UpstreamResponse
+from deepfleet.gateway.upstream import ReplicaLost, UpstreamError, UpstreamResponse
 from deepfleet.routing.base import Endpoint
 
 STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -151,6 +151,7 @@ class StreamRelay:
                 if upstream.ended:  # the last bytes and the answer's end leave in one write
                     self.status = "200"
                     body = chunk + held
+                    sent.append(body)
                     await send({"type": "http.response.body", "body": body, "more_body": False})
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -177,12 +178,12 @@ class StreamRelay:
         """The engine failed mid-stream: go on elsewhere while the model's limit allows."""
         migrator = self.migrator
         limit = migrator.limit(self.model) if migrator is not None else 0
-        failed: set[str] = set()
+        failed: Failed = {}
         moves = 0
         while migrator is not None and moves < limit:
             moves += 1
-            reason = "stall" if isinstance(exc, TimeoutError) else "disconnect"
-            failed.add(self.replica)
+            reason = _reason(exc)
+            migrator.failed_on(failed, self.replica)
             self.upstream.close()
             cont = await migrator.resume(self, reason, failed)
             if cont is None:
@@ -238,6 +239,7 @@ class StreamRelay:
 
     def _report(self) -> None:
         counts = self.counts
+        counts.usage_from(self.sent_chunks[-2:])  # the usage event is the last before [DONE]
         self.finish(Outcome(self.status, counts.prompt_tokens, counts.output_tokens))
         self.later.add(self._observe)
 
@@ -248,3 +250,10 @@ class StreamRelay:
         if counts.reasoning or counts.content:
             mm.reasoning_tokens.observe(counts.reasoning)
             mm.answer_tokens.observe(counts.content)
+
+
+def _reason(exc: BaseException) -> str:
+    """The migration's metric label (docs/migration.md)."""
+    if isinstance(exc, TimeoutError):
+        return "stall"
+    return "lost" if isinstance(exc, ReplicaLost) else "disconnect"

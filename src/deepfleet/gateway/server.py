@@ -35,15 +35,15 @@ from uvicorn.supervisors import Multiprocess
 
 from deepfleet.config.kvcache import read_routing_spec
 from deepfleet.config.schema import GatewaySpec
+from deepfleet.config.state import StateError
 from deepfleet.fleet.files import METRICS_TOKEN_FILE, metrics_token, read_engine_key
 from deepfleet.gateway.app import Gateway
 from deepfleet.gateway.asgi import GatewayASGI
 from deepfleet.gateway.httpserver import EdgeConfig
-from deepfleet.gateway.keys import KeyStore
-from deepfleet.gateway.limits import TokenBuckets
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.settings import EdgeSettings, GatewaySettings, WorkerSettings
-from deepfleet.kvcache.relay import EventRelay, relay_endpoint
+from deepfleet.gateway.store.open import has_keys, open_state, usage_db_path
+from deepfleet.kvcache.relay import EventRelay, node_relay_endpoint, relay_endpoint
 from deepfleet.net import is_loopback
 from deepfleet.routing.endpoints import EndpointTable
 from deepfleet.routing.feeds import RoutingFeeds
@@ -66,7 +66,8 @@ def worker_settings(spec: GatewaySpec, state_file: Path) -> WorkerSettings:
     return WorkerSettings(
         state_file=state_file,
         keys_db=keys_db,
-        usage_db=keys_db.with_name(keys_db.stem + "-usage.db"),
+        usage_db=usage_db_path(keys_db),
+        state=spec.state,
         gateway=GatewaySettings(
             max_body_bytes=spec.max_body_bytes,
             read_timeout_s=spec.read_timeout_s,
@@ -102,7 +103,7 @@ def with_bind_host(settings: WorkerSettings, host: str) -> WorkerSettings:
 def create_app(settings: WorkerSettings) -> GatewayASGI:
     """uvicorn's factory, once per worker process: each worker builds its own gateway (routing
     state, ejections, admission queue are per worker; keys and rate limits are shared through
-    SQLite)."""
+    the state backend)."""
     metrics = GatewayMetrics(multiprocess_dir=settings.metrics_dir)
     table = EndpointTable(settings.state_file)
     routing = RoutingFeeds(
@@ -111,10 +112,11 @@ def create_app(settings: WorkerSettings) -> GatewayASGI:
         registry=metrics.registry,
         relay=settings.relay,
     )
+    state = open_state(settings.state, settings.keys_db)
     gateway = Gateway(
         table,
-        KeyStore(settings.keys_db),
-        TokenBuckets(settings.usage_db),
+        state.keys,
+        state.limits,
         settings.gateway,
         metrics,
         routing,
@@ -149,12 +151,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--relay", help="a KV event relay to follow (a remote gateway's: remote.py)")
     args = p.parse_args(argv)
     state_file = args.state_file.resolve()
     spec = load_spec(args.settings)
     settings = worker_settings(spec, state_file)
     host = args.host
-    if not is_loopback(host) and not KeyStore(settings.keys_db).all():
+    try:
+        any_key = has_keys(settings.state, settings.keys_db)
+    except StateError as exc:
+        sys.exit(f"gateway.state: {exc}")
+    if not is_loopback(host) and not any_key:
         print(
             f"WARNING: no API key exists, so the gateway serves only on 127.0.0.1, not on "
             f"{host}. Create one with `deepfleet keys create --name NAME` and restart.",
@@ -163,22 +170,47 @@ def main(argv: list[str] | None = None) -> None:
         )
         host = "127.0.0.1"
     settings = guard_metrics(with_bind_host(settings, host), host)
-    relay: EventRelay | None = None
-    if args.workers > 1:
-        # One /metrics for all workers: prometheus-client's multiprocess mode.
-        metrics_dir = state_file.parent / "prometheus"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        os.environ[PROMETHEUS_ENV] = str(metrics_dir)
-        # Only one process can bind an engine's KV events port: this one, relaying to all.
-        relay = EventRelay(event_ports(state_file), relay_endpoint(state_file))
-        relay.start()
-        settings = dataclasses.replace(settings, relay=relay.endpoint, metrics_dir=metrics_dir)
+    settings, relay = kv_event_relay(settings, spec, args.workers, state_file, args.relay)
     try:
         serve(uvicorn_config(settings, host, args.port, args.workers, args.log_level, spec))
     finally:
         if relay is not None:
             relay.stop()
+
+
+def kv_event_relay(
+    settings: WorkerSettings,
+    spec: GatewaySpec,
+    workers: int,
+    state_file: Path,
+    remote: str | None = None,
+) -> tuple[WorkerSettings, EventRelay | None]:
+    """Where this gateway's processes get the engines' KV events from: the `remote` relay
+    when given (a gateway on another host); the node's relay process with `instances > 1`
+    or when it also serves other hosts (`relay_tcp`); else, with several workers, a relay in
+    this main process (started here, stopped by the caller); else each engine directly."""
+    routing = read_routing_spec(state_file.parent)
+    if remote is None and (spec.instances > 1 or routing.relay_tcp):
+        # Every instance follows the node's relay process (routing/node_relay.py), which the
+        # controller runs beside them: the same events, and a snapshot to catch up.
+        remote = node_relay_endpoint(state_file)
+    if workers > 1:  # one /metrics for all workers: prometheus-client's multiprocess mode
+        metrics_dir = state_file.parent / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ[PROMETHEUS_ENV] = str(metrics_dir)
+        settings = dataclasses.replace(settings, metrics_dir=metrics_dir)
+    if remote is not None:
+        return dataclasses.replace(settings, relay=remote), None
+    if workers <= 1:
+        return settings, None
+    # One subscriber per engine is enough (and only one process can bind a TCP events port):
+    # this one, relaying to all workers, and catching up one started again.
+    relay = EventRelay(
+        event_ports(state_file), relay_endpoint(state_file), routing.index_max_blocks
+    )
+    relay.start()
+    return dataclasses.replace(settings, relay=relay.endpoint), relay
 
 
 def guard_metrics(settings: WorkerSettings, host: str) -> WorkerSettings:

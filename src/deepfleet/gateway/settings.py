@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deepfleet.config.state import StateSpec
+
 
 @dataclass(frozen=True)
 class GatewaySettings:
@@ -72,6 +74,8 @@ class WorkerSettings:
     """SQLite file of API keys, shared by the workers."""
     usage_db: Path
     """SQLite file of the requests/min and tokens/min buckets, shared by the workers."""
+    state: StateSpec = field(default_factory=StateSpec)
+    """The state backend (gateway.state): sqlite uses the two files above; postgres a DSN."""
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     """The request path's limits and timeouts."""
     edge: EdgeSettings = field(default_factory=EdgeSettings)

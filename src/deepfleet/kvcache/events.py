@@ -19,7 +19,7 @@ again (engine restart): the replica's entries are dropped and counting starts ov
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any
@@ -192,6 +192,25 @@ class EventStreams:
             return False
         self._apply(s, seq, payload)
         return True
+
+    def begin_resync(self, replica: str) -> None:
+        """Hold the live batches until a resync ends (a subscriber asking its relay for a
+        snapshot before the first batch: kvcache/snapshot.py)."""
+        self.stream(replica).resyncing = True
+
+    def restored(
+        self,
+        replica: str,
+        expected: int | None,
+        block_size: int | None,
+        held: Sequence[tuple[EngineHash, int, int]],
+    ) -> None:
+        """A relay's snapshot: the replica holds `held` as of the batch before `expected`;
+        then apply the live batches held meanwhile from `expected` on."""
+        self.index.restore(replica, block_size, held)
+        s = self.stream(replica)
+        s.expected = expected
+        self.resync_done(replica)
 
     def resync_done(self, replica: str) -> None:
         """Replay finished: apply the live batches held meanwhile that it did not cover."""

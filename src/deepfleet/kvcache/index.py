@@ -115,21 +115,27 @@ class KvIndex:
             if held is not None:  # the engine reused a hash for other tokens: trust the new one
                 self._drop(replica, engine_hash, held.ours)
             r.held[engine_hash] = _Held(our_hash)
-            holders = self._blocks.get(our_hash)
-            if holders is None:
-                holders = self._blocks[our_hash] = {}
-            else:
-                self._blocks.move_to_end(our_hash)
-            if replica not in holders:
-                self._entries += 1
-                added += 1
-            holders[replica] = engine_hash
-            sent = self._sent.get(our_hash, {}).get(replica)
-            if sent is not None and sent.computing:
-                sent.computing = False
-                self._backlog[replica] -= 1
+            added += self._link(replica, engine_hash, our_hash)
         self._bound()
         return added
+
+    def _link(self, replica: str, engine_hash: EngineHash, ours: int) -> bool:
+        """The replica holds block `ours` (the most recent block for eviction); a block sent
+        there and still computing is computed. True when the pair is new."""
+        holders = self._blocks.get(ours)
+        if holders is None:
+            holders = self._blocks[ours] = {}
+        else:
+            self._blocks.move_to_end(ours)
+        new = replica not in holders
+        if new:
+            self._entries += 1
+        holders[replica] = engine_hash
+        sent = self._sent.get(ours, {}).get(replica)
+        if sent is not None and sent.computing:
+            sent.computing = False
+            self._backlog[replica] -= 1
+        return new
 
     def removed(self, replica: str, engine_hashes: Sequence[EngineHash]) -> int:
         """Apply a BlockRemoved; returns the blocks the replica no longer holds."""
@@ -168,6 +174,27 @@ class KvIndex:
         for held in r.held.values():
             gone += self._unlink(replica, held.ours)
         return gone
+
+    # -- snapshots (kvcache/snapshot.py) ---------------------------------------------------
+    def holdings(self, replica: str) -> list[tuple[EngineHash, int, int]]:
+        """What the replica holds, as (engine hash, our hash, copies): a relay's snapshot."""
+        r = self._replicas.get(replica)
+        return [(e, h.ours, h.refs) for e, h in r.held.items()] if r else []
+
+    def restore(
+        self, replica: str, block_size: int | None, held: Sequence[tuple[EngineHash, int, int]]
+    ) -> None:
+        """Replace what the replica holds with a snapshot's `held`; unlike `cleared`, the
+        prompts this router sent there stay remembered (the snapshot is not a reset)."""
+        old = self._replicas.pop(replica, None)
+        if old is not None:
+            for h in old.held.values():
+                self._unlink(replica, h.ours)
+        r = self._replicas[replica] = _Replica(block_size=block_size)
+        for engine_hash, ours, refs in held:
+            r.held[engine_hash] = _Held(ours, max(1, refs))
+            self._link(replica, engine_hash, ours)
+        self._bound()
 
     # -- sent -------------------------------------------------------------------------------
     def assume(self, replica: str, hashes: Sequence[int], until: float, at: float) -> None:

@@ -1,12 +1,18 @@
-"""The KV event subscriber: one SUB socket per engine, bound where the engine connects.
+"""The KV event subscriber: one SUB socket per engine, on the endpoint the engine publishes.
 
-vLLM connects its PUB socket to a concrete `tcp://HOST:PORT` (shared/FACTS.md), so the
-gateway binds that address; a restarted engine simply connects again. With several gateway
-workers only one process can bind a port, so the server's main process runs an EventRelay
-(relay.py) that binds every engine port and republishes on one local endpoint, and each
-worker connects there instead (frames then start with the replica id).
+Local engines bind a Unix socket in the fleet's 0700 state dir and the subscriber connects to
+it (endpoints.py says why, and which side binds what); zmq reconnects by itself when a
+restarted engine binds the socket again. An engine given a concrete `tcp://HOST:PORT` connects
+its PUB socket there, so the gateway binds that address and a restarted engine simply connects
+again. With several gateway workers only one process can bind a port or should hold one
+connection per engine, so the server's main process runs an EventRelay (relay.py) that
+subscribes to every engine and republishes on one local endpoint, and each worker connects
+there instead (frames then start with the replica id).
 
-Gaps (seen through sequence numbers) are closed by a resync, in order of preference:
+Gaps (seen through sequence numbers) are closed by a resync. Through a relay there is one way:
+its snapshot of the replica (snapshot.py), which a subscriber also asks for as soon as it
+learns of a replica, so a gateway that starts after the engines announced their blocks still
+knows them. Subscribing directly, in order of preference:
 1. replay: the engine's ROUTER replay endpoint (from GET /kv_event_sources) sends every batch
    it still buffers from the missing number on;
 2. reset: POST /reset_prefix_cache (vLLM's dev-mode route; the simulator has it): the engine
@@ -29,10 +35,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 import zmq
 import zmq.asyncio
 
+from deepfleet.kvcache.endpoints import subscriber_connects
 from deepfleet.kvcache.events import END_SEQ, EventStreams, Verdict, seq_of
+from deepfleet.kvcache.snapshot import decode as decode_snapshot
+from deepfleet.kvcache.snapshot import snapshot_endpoint
 
 log = logging.getLogger(__name__)
 REPLAY_TIMEOUT_S = 2.0
@@ -46,8 +56,9 @@ class Publisher:
     """Where one replica's events arrive and where its HTTP API answers."""
 
     replica: str
-    endpoint: str  # what the subscriber binds, e.g. tcp://127.0.0.1:5557
+    endpoint: str  # ipc://... (the engine binds, we connect) or tcp://127.0.0.1:5557 (we bind)
     url: str  # the engine's base URL
+    bound: bool = False  # the engine bound a TCP `endpoint` itself (a Ray replica's): we connect
 
 
 class Resyncer:
@@ -59,16 +70,26 @@ class Resyncer:
         session: Callable[[], aiohttp.ClientSession],
         context: zmq.asyncio.Context,
         on_resync: Callable[[str, str], None] | None = None,
+        *,
+        relay: str | None = None,
     ) -> None:
         self._streams = streams
         self._session = session
         self._context = context
         self._on_resync = on_resync
+        self._snapshots = None if relay is None else snapshot_endpoint(relay)
 
     async def run(self, replica: str, url: str) -> str:
-        """Resync `replica`; returns how: replay, reset or forget."""
+        """Resync `replica`; returns how: snapshot (from the relay), replay, reset or forget."""
         how = "forget"
         try:
+            if self._snapshots is not None:
+                how = await self._snapshot(replica, self._snapshots)
+                if how == "forget":
+                    self._streams.resync_reset(replica)
+                if self._on_resync is not None:
+                    self._on_resync(replica, how)
+                return how
             endpoint = await self._replay_endpoint(url)
             if endpoint is not None and await self._replay(replica, endpoint):
                 how = "replay"
@@ -82,6 +103,27 @@ class Resyncer:
         if self._on_resync is not None:
             self._on_resync(replica, how)
         return how
+
+    async def _snapshot(self, replica: str, endpoint: str) -> str:
+        """Install the relay's snapshot of `replica`: "snapshot", or "forget" when the relay
+        does not answer in time or answers garbage."""
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(endpoint)
+            await sock.send_multipart([b"", replica.encode()])
+            if not await sock.poll(REPLAY_TIMEOUT_S * 1000):
+                log.warning("the KV event relay sent no snapshot of %s in time", replica)
+                return "forget"
+            frames = await sock.recv_multipart()
+        finally:
+            sock.close(linger=0)
+        try:
+            snap = decode_snapshot(frames[-1])
+        except msgspec.DecodeError:
+            return "forget"
+        self._streams.restored(replica, snap.expected, snap.block_size, snap.held)
+        return "snapshot"
 
     async def _replay_endpoint(self, url: str) -> str | None:
         try:
@@ -171,8 +213,9 @@ class EventSubscriber:
         return sock
 
     def set_publishers(self, publishers: list[Publisher]) -> None:
-        """Bind new publishers, close removed ones (a relay binds for us: then only the URLs
-        for resync are kept). A port that cannot be bound yet is retried by `retry`."""
+        """Subscribe to new publishers, close removed ones (a relay subscribes for us: then
+        only the URLs for resync are kept). A port that cannot be bound yet is retried by
+        `retry`."""
         self._wanted = {p.replica: p for p in publishers}
         for replica in list(self._publishers):
             if self._wanted.get(replica) != self._publishers[replica]:
@@ -180,25 +223,39 @@ class EventSubscriber:
         self.retry()
 
     def retry(self) -> None:
-        """Bind the publishers not bound yet. An engine that keeps reconnecting to a port in
-        the ephemeral range can briefly hold it itself (a TCP self-connect), so a failed bind
-        is retried, not fatal."""
+        """Subscribe to the publishers not subscribed yet. An engine that keeps reconnecting
+        to a port in the ephemeral range can briefly hold it itself (a TCP self-connect), so a
+        failed bind is retried, not fatal."""
         for replica, publisher in self._wanted.items():
             if replica in self._publishers:
                 continue
             if self._relay is None:
-                sock = self._sub_socket()
                 try:
-                    sock.bind(publisher.endpoint)
+                    sock = self._attach(publisher.endpoint, publisher.bound)
                 except zmq.ZMQError as exc:
-                    sock.close(linger=0)
                     log.warning("cannot bind %s for %s yet: %s", publisher.endpoint, replica, exc)
                     continue
                 self._tasks[replica] = asyncio.create_task(
-                    self._keep_reading(self._binder(sock, publisher.endpoint), replica),
+                    self._keep_reading(self._reopener(sock, publisher), replica),
                     name=f"kv-events-{replica}",
                 )
             self._publishers[replica] = publisher
+            if self._relay is not None:  # catch up on what the engine announced before us
+                self.streams.begin_resync(replica)
+                self._start_resync(replica)
+
+    def _attach(self, endpoint: str, bound: bool = False) -> zmq.asyncio.Socket:
+        """A SUB socket connected to an engine's bound endpoint, or bound where it connects."""
+        sock = self._sub_socket()
+        try:
+            if subscriber_connects(endpoint, bound):
+                sock.connect(endpoint)
+            else:
+                sock.bind(endpoint)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+        return sock
 
     def _close(self, replica: str) -> None:
         self._publishers.pop(replica, None)
@@ -218,22 +275,16 @@ class EventSubscriber:
         self._tasks.clear()
         self._resyncs.clear()
 
-    def _binder(self, first: zmq.asyncio.Socket, endpoint: str) -> Callable[[], zmq.asyncio.Socket]:
-        """The bound socket first, then a freshly bound one for each restart."""
+    def _reopener(
+        self, first: zmq.asyncio.Socket, publisher: Publisher
+    ) -> Callable[[], zmq.asyncio.Socket]:
+        """The attached socket first, then a freshly attached one for each restart."""
         pending = [first]
 
-        def bind() -> zmq.asyncio.Socket:
-            if pending:
-                return pending.pop()
-            sock = self._sub_socket()
-            try:
-                sock.bind(endpoint)
-            except zmq.ZMQError:
-                sock.close(linger=0)
-                raise
-            return sock
+        def reopen() -> zmq.asyncio.Socket:
+            return pending.pop() if pending else self._attach(publisher.endpoint, publisher.bound)
 
-        return bind
+        return reopen
 
     async def _keep_reading(
         self, open_socket: Callable[[], zmq.asyncio.Socket], replica: str | None

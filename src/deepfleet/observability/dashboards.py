@@ -59,6 +59,15 @@ OVERVIEW = Dashboard(
               (Query(zero_when_absent(f"sum by (reason) (rate({n.REJECTED}[{RATE}]))"),
                      "{{reason}}"),),
               unit="reqps"),
+        Panel("Replicas: desired vs ready", "What the autoscaler wants (a fixed count: what "
+              "runs) against the replicas ready, per model; 0 desired: scaled to zero (cold).",
+              (Query(f"max by (model) ({n.REPLICAS_DESIRED}{{{MODEL}}})", "{{model}} desired"),
+               Query(f"max by (model) ({n.REPLICAS_READY}{{{MODEL}}})", "{{model}} ready"))),
+        Panel("Last scaling decision", "The autoscaler's last decision and its reason, per "
+              "model (the controller log has each decision with its inputs).",
+              (Query(f"max by (model, reason) ({n.AUTOSCALE_DECISION}{{{MODEL}}})",
+                     "{{model}}: {{reason}}"),),
+              kind="stat"),
     ),
 )  # fmt: skip
 

@@ -64,7 +64,11 @@ REPLICA_STATE = (
 )
 REPLICA_RESTARTS = "deepfleet_replica_restarts_total"  # labels replica, model, node
 
-FLEET = (REPLICA_STATE, REPLICA_RESTARTS)
+REPLICAS_DESIRED = "deepfleet_replicas_desired"  # label model
+REPLICAS_READY = "deepfleet_replicas_ready"  # label model; ready and not draining
+AUTOSCALE_DECISION = "deepfleet_autoscale_decision"  # 1; labels model, reason
+
+FLEET = (REPLICA_STATE, REPLICA_RESTARTS, REPLICAS_DESIRED, REPLICAS_READY, AUTOSCALE_DECISION)
 
 # -- pending: the KV routing layer (deepfleet.routing.metrics.RoutingMetrics), not yet served
 # by the gateway's /metrics ------------------------------------------------------------------

@@ -13,7 +13,6 @@ target stays listed through the restart and the engine-down alert can fire.
 from __future__ import annotations
 
 import hmac
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deepfleet.fleet.state import FleetState, ReplicaState, ReplicaStatus, read_state
+from deepfleet.fleet.state import FleetState, ReplicaState, ReplicaStatus, StateFollower
 from deepfleet.observability import fleet_metrics
 
 StateSource = Callable[[], FleetState | None]
@@ -119,17 +118,13 @@ def observability_routes(state: StateSource, token: str | None = None) -> list[R
 
 
 def state_file_reader(path: Path) -> StateSource:
-    """A StateSource over fleet.json that parses the file again only when it changed (one
-    stat per call: cheap enough for a scrape every few seconds inside an event loop)."""
-    seen: list[tuple[int, FleetState | None]] = []
+    """A StateSource over fleet.json that parses the file again only when it changed (the
+    gateway's StateFollower: cheap enough for a scrape every few seconds inside an event
+    loop); None while there is no file."""
+    follower = StateFollower(path)
 
     def read() -> FleetState | None:
-        try:
-            mtime = os.stat(path).st_mtime_ns
-        except OSError:
-            return None
-        if not seen or seen[0][0] != mtime:
-            seen[:] = [(mtime, read_state(path))]
-        return seen[0][1]
+        follower.poll()
+        return follower.state if path.exists() else None
 
     return read

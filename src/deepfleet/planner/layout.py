@@ -146,7 +146,9 @@ def candidates(m: ModelFacts, cluster: ClusterShape) -> list[tuple[Parallelism, 
         for pp in _divisors(dpn // tp):  # a replica inside one node
             out.append((Parallelism(tp=tp, pp=pp), nodes * (dpn // (tp * pp))))
         if tp == dpn:  # one stage per node
-            out += [(Parallelism(tp=tp, pp=pp), nodes // pp) for pp in range(2, nodes + 1)]
+            # A stage holds at least one layer (plans for many nodes, as alternatives).
+            stages = range(2, min(nodes, m.num_layers) + 1)
+            out += [(Parallelism(tp=tp, pp=pp), nodes // pp) for pp in stages]
     if m.mla is not None and m.moe is not None and dpn > 1:
         spans = _divisors(nodes) if cluster.device.multi_node_ep else [1]
         out += [(Parallelism(attn_dp=dpn * k, ep=True), nodes // k) for k in spans]

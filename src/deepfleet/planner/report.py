@@ -7,6 +7,7 @@ from typing import Any
 from deepfleet.catalog.hardware import GB, GiB
 from deepfleet.catalog.models import ModelFacts
 from deepfleet.planner.layout import Layout
+from deepfleet.planner.loadtime import Bandwidth, cold_start_json, describe, for_layout
 from deepfleet.planner.plan import Plan
 
 
@@ -50,9 +51,11 @@ def layout_json(layout: Layout) -> dict[str, Any]:
     }
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
+def plan_json(plan: Plan, bw: Bandwidth | None = None) -> dict[str, Any]:
     """The machine-readable plan: `{"model", "cluster", "layouts", "recommended", ...}`."""
-    m, c = plan.model, plan.cluster
+    m, c, bw = plan.model, plan.cluster, bw or Bandwidth()
+    best = plan.recommended
+    cold = for_layout(plan.weight_bytes, best, c.devices_per_node, bw) if best else None
     return {
         "model": {
             "name": m.name,
@@ -73,6 +76,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         },
         "layouts": [layout_json(layout) for layout in plan.layouts],
         "recommended": layout_json(plan.recommended) if plan.recommended else None,
+        "cold_start": cold_start_json(cold, bw) if cold else None,
         "alternatives": [
             {"change": a.change, "weight_format": a.weight_format, "layout": layout_json(a.layout)}
             for a in plan.alternatives
@@ -105,7 +109,7 @@ def engine_flags(layout: Layout) -> str:
     return " ".join(flags)
 
 
-def plan_text(plan: Plan, show_infeasible: int = 12) -> str:
+def plan_text(plan: Plan, show_infeasible: int = 12, bw: Bandwidth | None = None) -> str:
     """A person's view: the model's numbers, each layout, the verdict and why."""
     m, c, p, fmt = plan.model, plan.cluster, plan.params, plan.weight_format
     context = plan.layouts[0].max_model_len if plan.layouts else 0
@@ -142,6 +146,7 @@ def plan_text(plan: Plan, show_infeasible: int = 12) -> str:
             f"max_model_len {best.max_model_len:,}, up to {best.max_concurrency * best.dp:,} "
             f"full-length sequences, ~{best.decode_tokens_per_s:,.0f} tok/s roofline",
             f"  engine: {engine_flags(best)}",
+            "  " + describe(for_layout(plan.weight_bytes, best, c.devices_per_node, bw)),
         ]
         lines += [f"  note: {n}" for n in best.notes]
     else:

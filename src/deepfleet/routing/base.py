@@ -48,6 +48,8 @@ class Endpoint:
     """Blocks of earlier requests the replica has yet to compute: its prefill backlog."""
     cached_blocks: int = 0
     """Blocks the replica holds in its prefix cache, from its KV events."""
+    role: str = ""
+    """`prefill` or `decode` in a disaggregated model (deepfleet.gateway.pd), else empty."""
 
     @property
     def load(self) -> int:

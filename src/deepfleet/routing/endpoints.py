@@ -1,6 +1,11 @@
 """Endpoint health: ready replicas per model from the controller's state file, minus the ones
 this gateway worker ejected.
 
+A model that scales to zero (its route has `cold_wait_s`) may always become ready: with no
+replica at all it is `cold`, and a request for it waits (the controller sees the waiting
+request in the gateway's metrics and starts a replica) for the larger of the model's
+`queue_timeout_s` and its start time.
+
 Passive ejection: each failure before the first byte ejects a replica for a backoff that
 doubles with consecutive failures; when it expires one request is let through (half-open);
 its success clears the record, its failure ejects again for longer. A restart of the replica
@@ -36,6 +41,18 @@ class ModelEntry:
     """Replicas starting, restarting or unhealthy (not draining): ready ones may follow."""
     views: dict[tuple[str, int], Endpoint] = field(default_factory=dict)
     """`ready()`'s endpoints by (replica, in-flight count): immutable, so built once each."""
+    cold_wait_s: float | None = None
+    """Scales to zero: the controller starts a replica for a waiting request within this."""
+
+    @property
+    def status(self) -> str:
+        """`ready`, `starting` (none ready, one coming), `cold` (none at all; one starts on
+        demand) or `unavailable`."""
+        if self.endpoints:
+            return "ready"
+        if self.coming:
+            return "starting"
+        return "cold" if self.cold_wait_s is not None else "unavailable"
 
 
 _COMING = frozenset({ReplicaState.STARTING, ReplicaState.RESTARTING, ReplicaState.UNHEALTHY})
@@ -87,6 +104,7 @@ class EndpointTable:
                 queue_timeout_s=DEFAULT_QUEUE_TIMEOUT_S
                 if m.queue_timeout_s is None
                 else m.queue_timeout_s,
+                cold_wait_s=m.cold_wait_s,
             )
             for m in state.models
         }
@@ -98,7 +116,9 @@ class EndpointTable:
             if r.model not in models or r.draining:
                 continue
             if r.state is ReplicaState.READY:
-                models[r.model].endpoints.append(Endpoint(r.replica_id, r.model, r.url))
+                models[r.model].endpoints.append(
+                    Endpoint(r.replica_id, r.model, r.url, role=r.role)
+                )
             elif r.state in _COMING:
                 models[r.model].coming += 1
         self.models = models
@@ -122,19 +142,27 @@ class EndpointTable:
             n = self.in_flight[e.replica_id]
             view = views.get((e.replica_id, n))
             if view is None:
-                view = views[(e.replica_id, n)] = Endpoint(e.replica_id, e.model, e.url, n)
+                view = views[(e.replica_id, n)] = Endpoint(
+                    e.replica_id, e.model, e.url, n, role=e.role
+                )
             out.append(view)
         return out
 
     def queue_timeout_s(self, model: str) -> float:
+        """How long a request waits for a replica: the model's `queue_timeout_s`, or its start
+        time when longer and the model scales to zero."""
         entry = self.models.get(model)
-        return entry.queue_timeout_s if entry is not None else 0.0
+        if entry is None:
+            return 0.0
+        return max(entry.queue_timeout_s, entry.cold_wait_s or 0.0)
 
     def may_become_ready(self, model: str) -> bool:
-        """A replica of `model` is starting or restarting, or a ready one is ejected for now:
-        a request may wait for it rather than fail (see `wait_ready`)."""
+        """A replica of `model` is starting or restarting, a ready one is ejected for now, or
+        the model scales from zero: a request may wait for it rather than fail (`wait_ready`)."""
         entry = self.models.get(model)
-        return entry is not None and bool(entry.coming or entry.endpoints)
+        return entry is not None and bool(
+            entry.coming or entry.endpoints or entry.cold_wait_s is not None
+        )
 
     async def wait_ready(
         self, model: str, timeout_s: float, gone: Callable[[], bool] = lambda: False
@@ -150,6 +178,11 @@ class EndpointTable:
             if self._clock() >= deadline:
                 return []
             await asyncio.sleep(WAIT_POLL_S)
+
+    def restarts_of(self, replica_id: str) -> int:
+        """How often the replica restarted, per the state file: a failure seen at one count
+        says nothing of the process that a restart brought."""
+        return self._restarts.get(replica_id, 0)
 
     def eject(self, replica_id: str) -> float:
         """Record a failure before the first byte; returns the ejection time in seconds."""

@@ -9,7 +9,8 @@ plain data (config.kvcache.read_routing_spec reads what the controller wrote).
     await feeds.start()                      # in the app's lifespan; feeds.stop() at exit
 
 Replicas that appear, go, or restart are followed (a restarted replica's index entries are
-dropped; its events socket stays bound, and the new engine connects to it again).
+dropped; its events socket stays open, and zmq reconnects to the new engine's Unix socket, or
+the new engine connects to the bound TCP port again).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from deepfleet.engines.load import EngineLoad, LoadMetrics
 from deepfleet.engines.registry import get_adapter, known_engines
 from deepfleet.fleet.state import FleetState
+from deepfleet.kvcache.endpoints import replica_events_endpoint
 from deepfleet.kvcache.events import EventStreams
 from deepfleet.kvcache.index import KvIndex
 from deepfleet.kvcache.prompts import PromptHasher
@@ -84,7 +86,7 @@ class RoutingFeeds:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         self._zmq = zmq.asyncio.Context()
-        resyncer = Resyncer(self.streams, self._http, self._zmq, self._resynced)
+        resyncer = Resyncer(self.streams, self._http, self._zmq, self._resynced, relay=self._relay)
         self._subscriber = EventSubscriber(self.streams, resyncer, self._zmq, relay=self._relay)
         await self._subscriber.start()
         self._started = True
@@ -135,7 +137,12 @@ class RoutingFeeds:
             self._restarts[r.replica_id] = r.restarts
         evented = {m.name for m in state.models if Need.EVENTS in needs_of(m.routing)}
         publishers = [
-            Publisher(r.replica_id, f"tcp://{self._bind_host}:{r.kv_events_port}", r.url)
+            Publisher(
+                r.replica_id,
+                replica_events_endpoint(r.kv_events_endpoint, r.kv_events_port, self._bind_host),
+                r.url,
+                r.kv_events_bound,
+            )
             for r in state.replicas
             if r.model in evented and r.kv_events_port is not None
         ]

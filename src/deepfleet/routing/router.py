@@ -209,6 +209,7 @@ class Router:
                     matched_blocks=matched.get(rid, 0),
                     prefill_blocks=index.backlog(rid, now),
                     cached_blocks=index.blocks_of(rid),
+                    role=e.role,
                 )
             )
         return out

@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepfleet.gateway.keys import KeyStore, hash_secret
+from deepfleet.gateway.keys import hash_secret
+from deepfleet.gateway.store.base import KeyRecords
 
 SECRETS_DIR = "secrets"
 UI_KEY_FILE = "webui-api-key"
@@ -58,29 +59,28 @@ def read_secret(path: Path) -> str | None:
     return text or None
 
 
-def _live(store: KeyStore, secret: str, now: float) -> bool:
+def _live(store: KeyRecords, secret: str, now: float) -> bool:
     key = store.by_hash().get(hash_secret(secret))
     return key is not None and key.usable(now) is None
 
 
-def ensure_credentials(keys_db: Path, state_dir: Path, clock: float | None = None) -> UiCredentials:
-    """The UI's API key and session secret: the kept ones when still valid, else new ones."""
+def ensure_credentials(
+    store: KeyRecords, state_dir: Path, clock: float | None = None
+) -> UiCredentials:
+    """The UI's API key (in the gateway's key store, `store`) and session secret: the kept
+    ones when still valid, else new ones."""
     now = time.time() if clock is None else clock
     folder = secrets_dir(state_dir)
-    store = KeyStore(keys_db)
-    try:
-        local_file: Path | None = None
-        api_key = read_secret(folder / UI_KEY_FILE)
-        if api_key is None or not _live(store, api_key, now):
-            auth_was_off = not store.all()
-            _, api_key = store.create(UI_KEY_NAME)
-            write_secret(folder / UI_KEY_FILE, api_key)
-            if auth_was_off:
-                _, local = store.create(LOCAL_KEY_NAME)
-                local_file = folder / LOCAL_KEY_FILE
-                write_secret(local_file, local)
-    finally:
-        store.close()
+    local_file: Path | None = None
+    api_key = read_secret(folder / UI_KEY_FILE)
+    if api_key is None or not _live(store, api_key, now):
+        auth_was_off = not store.all()
+        _, api_key = store.create(UI_KEY_NAME)
+        write_secret(folder / UI_KEY_FILE, api_key)
+        if auth_was_off:
+            _, local = store.create(LOCAL_KEY_NAME)
+            local_file = folder / LOCAL_KEY_FILE
+            write_secret(local_file, local)
     session = read_secret(folder / SESSION_SECRET_FILE)
     if session is None:
         session = secrets.token_urlsafe(48)

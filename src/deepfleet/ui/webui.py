@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from deepfleet.config.schema import FleetConfig
+from deepfleet.config.state import StateError
 from deepfleet.config.ui import UiSpec
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.fleet.controller import Service, keys_db_path, local_url
 from deepfleet.fleet.files import log_file
 from deepfleet.fleet.ports import port_in_use
 from deepfleet.fleet.state import ReplicaStatus
+from deepfleet.gateway.store.open import open_state
 from deepfleet.net import is_loopback
 from deepfleet.ui.credentials import LOCAL_KEY_FILE, ensure_credentials, secrets_dir
 
@@ -147,7 +149,14 @@ def ui_service(cfg: FleetConfig, state_dir: Path, gateway_url: str) -> Service:
             f"ui.port: {spec.host}:{spec.port} is already in use (another Open-WebUI?); "
             "stop it or choose another ui.port"
         )
-    creds = ensure_credentials(keys_db_path(cfg, state_dir), state_dir)
+    try:
+        state = open_state(cfg.gateway.state, keys_db_path(cfg, state_dir))
+    except StateError as exc:
+        raise UiSetupError(f"gateway.state: {exc}") from None
+    try:
+        creds = ensure_credentials(state.keys, state_dir)
+    finally:
+        state.close()
     data = (spec.data_dir.expanduser() if spec.data_dir else state_dir / DATA_DIR).resolve()
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -73,6 +74,19 @@ def test_state_dir_files_others_may_read(tmp_path: Path) -> None:
     assert found[0].fix == f"chmod -R go-rwx {tmp_path}"
     secret.chmod(0o600)
     assert loose_files(tmp_path)[0].level == "ok"
+
+
+def test_a_unix_socket_in_the_private_state_dir_is_not_loose(tmp_path: Path) -> None:
+    """An engine binds its KV events socket with its own umask (0755 here); the 0700 dir is
+    what keeps others out, so the socket's mode is not a finding."""
+    tmp_path.chmod(0o700)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "kv-5557.ipc"))
+    try:
+        (tmp_path / "kv-5557.ipc").chmod(0o755)
+        assert loose_files(tmp_path)[0].level == "ok"
+    finally:
+        sock.close()
 
 
 @pytest.mark.parametrize(("status", "level"), [(200, "error"), (401, "ok")])

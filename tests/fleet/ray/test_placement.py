@@ -12,6 +12,7 @@ from deepfleet.fleet.ray.placement import (
     CPU_SPAN_REFUSAL,
     PlacementError,
     actor_options,
+    layout_text,
     nodes_in_order,
     placement_for,
     split_tp_groups,
@@ -80,3 +81,50 @@ def test_nodes_in_bundle_order() -> None:
 def test_describe_for_status_lines() -> None:
     where = placement_for(replace(plan(8, 2)), "GPU", 8)
     assert where.describe() == "16 x {GPU: 1} PACK"
+
+
+def dp_plan(tp: int, dp: int, engine_args: dict[str, object] | None = None) -> ReplicaPlan:
+    """A DP-attention replica as replica_plan makes it: the planner's data_parallel_size in
+    the engine defaults, the config's engine_args on the model."""
+    model = ModelSpec(  # type: ignore[arg-type]
+        name="m", source="deepseek-ai/DeepSeek-R1", engine_args=engine_args or {}
+    )
+    defaults = {"data_parallel_size": dp, "enable_expert_parallel": True}
+    return ReplicaPlan(
+        model=model, replica_id="m-0", model_path="/m", host="", port=0, tp=tp,
+        engine_defaults=defaults,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("tp", "dp", "engine_args", "gpus"),
+    [
+        (1, 8, None, 8.0),  # the planner's R1 pick on H200: dp-attention 8 + EP
+        (2, 4, None, 8.0),
+        (1, 2, None, 2.0),
+        (1, 8, {"data-parallel-size": 4}, 4.0),  # the config's engine_args win
+    ],
+)
+def test_every_data_parallel_rank_gets_a_device_on_the_replicas_node(
+    tp: int, dp: int, engine_args: dict[str, object] | None, gpus: float
+) -> None:
+    where = placement_for(dp_plan(tp, dp, engine_args), "GPU", 8)
+    assert where.bundles == ({"GPU": gpus},)
+    assert where.strategy == "STRICT_PACK"
+    assert actor_options(where) == {"num_cpus": 0, "num_gpus": gpus}
+
+
+@pytest.mark.parametrize(
+    ("tp", "dp", "engine_args"),
+    [(2, 8, None), (1, 8, {"data_parallel_size_local": 4})],
+)
+def test_data_parallel_ranks_across_nodes_are_refused(
+    tp: int, dp: int, engine_args: dict[str, object] | None
+) -> None:
+    with pytest.raises(PlacementError, match="must stay on one node of 8"):
+        placement_for(dp_plan(tp, dp, engine_args), "GPU", 8)
+
+
+def test_status_layout_names_the_data_parallel_ranks() -> None:
+    assert layout_text(dp_plan(1, 8)) == "tp 1 x pp 1 x dp 8"
+    assert layout_text(plan(8, 2)) == "tp 8 x pp 2"

@@ -19,6 +19,7 @@ from deepfleet.catalog.models import ModelFactsError
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines.registry import get_adapter
 from deepfleet.fleet.doctor.facts import NodeFacts, PathFacts
+from deepfleet.fleet.doctor.holdings import node_share, weights_path
 from deepfleet.fleet.ports import port_in_use
 from deepfleet.planner import get_format, model_weight_bytes
 from deepfleet.planner.fleet import model_facts_for, request_for
@@ -89,6 +90,9 @@ def expectations(cfg: FleetConfig) -> Expectations:
             needs.append(ModelNeed(m.name, where, "bundled", str(bundled.default_target())))
         elif m.is_local_path:
             needs.append(ModelNeed(m.name, where, "folder", m.source))
+        elif m.weights_source is not None:  # pulled into the weights cache of every node
+            held = node_share(cfg, i) or _weights(cfg, i)
+            needs.append(ModelNeed(m.name, where, "download", weights_path(), held))
         else:
             needs.append(ModelNeed(m.name, where, "download", hub_cache(), _weights(cfg, i)))
     return Expectations(

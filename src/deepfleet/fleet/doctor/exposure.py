@@ -3,16 +3,23 @@
 Three things an operator cannot see from the config alone, each reported with its fix:
 - sockets the fleet's processes (from fleet.json, each checked by pid AND start time, and
   their children) listen on at a non-loopback address other than the gateway's own host;
-- a Ray dashboard on this node that answers its job API without a token (that API runs
-  arbitrary code);
+- a Ray dashboard that answers its job API without a token (that API runs arbitrary code),
+  probed at `cluster.dashboard_port` on loopback, on each of this node's other addresses (a
+  dashboard started with --dashboard-host=0.0.0.0 answers there, and only there matters to
+  other machines) and on the configured head (`cluster.head`);
 - files and folders in the state dir that its group or others may read or enter (it holds
-  the keys database, the engine key and the metrics token).
+  the keys database, the engine key and the metrics token). Unix sockets are left out: who
+  may connect is decided by the folders above them (KV events' sockets sit in the 0700 state
+  dir), and their own mode comes from the umask of the engine that bound them.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import stat
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -22,7 +29,9 @@ from deepfleet.fleet.doctor.checks import Finding
 from deepfleet.fleet.process import same_process
 from deepfleet.fleet.state import STATE_FILE, FleetState, read_state
 
-RAY_DASHBOARD = "http://127.0.0.1:8265"
+RAY_DASHBOARD_PORT = 8265
+RAY_DASHBOARD = f"http://127.0.0.1:{RAY_DASHBOARD_PORT}"
+PROBE_TIMEOUT_S = 1.0
 
 
 def loose_files(state_dir: Path, node: str = "local") -> list[Finding]:
@@ -35,7 +44,7 @@ def loose_files(state_dir: Path, node: str = "local") -> list[Finding]:
             mode = path.lstat().st_mode
         except OSError:
             continue
-        if not stat.S_ISLNK(mode) and mode & 0o077:
+        if not (stat.S_ISLNK(mode) or stat.S_ISSOCK(mode)) and mode & 0o077:
             loose.append(f"{path} ({stat.S_IMODE(mode):o})")
     if not loose:
         return [Finding("ok", node, "files", f"{state_dir} is private to its owner")]
@@ -101,33 +110,91 @@ def exposed_sockets(
     return found or [Finding("ok", node, "exposed", "the fleet listens on loopback only")]
 
 
-def open_dashboard(url: str = RAY_DASHBOARD, node: str = "local") -> list[Finding]:
-    """A Ray dashboard whose job API answers without a token."""
+def node_addresses() -> list[str]:
+    """This node's addresses other than loopback and IPv6 link-local (IPv4 first)."""
+    found: list[str] = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            ip = ipaddress.ip_address(a.address.split("%", 1)[0])
+            if not (ip.is_loopback or ip.is_link_local) and str(ip) not in found:
+                found.append(str(ip))
+    return sorted(found, key=lambda ip: ":" in ip)
+
+
+def _host_of(head: str) -> str:
+    """HOST of the config's `cluster.head` (HOST, HOST:PORT, [V6] or [V6]:PORT)."""
+    if head.startswith("["):
+        return head[1 : head.index("]")]
+    return head.rsplit(":", 1)[0] if head.count(":") == 1 else head
+
+
+def dashboard_urls(port: int = RAY_DASHBOARD_PORT, head: str | None = None) -> list[str]:
+    """Where a Ray dashboard may answer: loopback, this node's other addresses, the head."""
+    hosts = ["127.0.0.1", *node_addresses()]
+    if head and _host_of(head) not in hosts:
+        hosts.append(_host_of(head))
+    return [f"http://[{h}]:{port}" if ":" in h else f"http://{h}:{port}" for h in hosts]
+
+
+def _job_api_status(url: str) -> int | None:
     try:
-        r = httpx.get(url + "/api/jobs/", timeout=1.0)
+        return httpx.get(url + "/api/jobs/", timeout=PROBE_TIMEOUT_S).status_code
     except httpx.HTTPError:
-        return []
-    if r.status_code in (401, 403):
-        return [Finding("ok", node, "ray", f"the Ray dashboard at {url} wants a token")]
-    return [
+        return None
+
+
+def open_dashboard(url: str = RAY_DASHBOARD, node: str = "local") -> list[Finding]:
+    """A Ray dashboard at `url` whose job API answers without a token."""
+    return open_dashboards([url], node)
+
+
+def open_dashboards(urls: Iterable[str], node: str = "local") -> list[Finding]:
+    """One error per URL whose job API answers without a token (probed in parallel), else
+    one ok naming those that want a token; nothing when no dashboard answers."""
+    urls = list(urls)
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(urls)))) as pool:
+        answers = dict(zip(urls, pool.map(_job_api_status, urls), strict=True))
+    closed = [u for u, status in answers.items() if status in (401, 403)]
+    found = [
         Finding(
             "error", node, "ray",
             f"the Ray dashboard at {url} answers its job API without a token "
-            f"(HTTP {r.status_code}): anyone who reaches it runs code on the head",
+            f"(HTTP {status}): anyone who reaches it runs code on the head",
             "start Ray with RAY_AUTH_MODE=token (deepfleet node start does), "
             "and keep --dashboard-host 127.0.0.1",
         )
+        for url, status in answers.items()
+        if status is not None and status not in (401, 403)
     ]  # fmt: skip
+    if found or not closed:
+        return found
+    return [Finding("ok", node, "ray", f"the Ray dashboard at {', '.join(closed)} wants a token")]
 
 
 def exposure_findings(
-    state_dir: Path, gateway_host: str, gateway_port: int, node: str = "local"
+    state_dir: Path,
+    gateway_host: str,
+    gateway_port: int,
+    node: str = "local",
+    *,
+    dashboard_port: int = RAY_DASHBOARD_PORT,
+    ray_head: str | None = None,
 ) -> list[Finding]:
     return [
         *exposed_sockets(state_dir, gateway_host, gateway_port, node),
-        *open_dashboard(node=node),
+        *open_dashboards(dashboard_urls(dashboard_port, ray_head), node),
         *loose_files(state_dir, node),
     ]
 
 
-__all__ = ["exposed_sockets", "exposure_findings", "loose_files", "open_dashboard"]
+__all__ = [
+    "dashboard_urls",
+    "exposed_sockets",
+    "exposure_findings",
+    "loose_files",
+    "node_addresses",
+    "open_dashboard",
+    "open_dashboards",
+]

@@ -66,21 +66,25 @@ def make_launcher(cfg: FleetConfig, state_dir: Path) -> Launcher:
     return RayLauncher(cfg, state_dir, address=address, namespace=NAMESPACE)
 
 
+def remove_fleet(state_dir: Path) -> list[str]:
+    """`deepfleet down` in Ray mode, once the controller is gone: kill the fleet's detached
+    supervisor actors (their guards kill the engines) and remove its placement groups;
+    returns their names (deepfleet.fleet.ray.detached)."""
+    apply_auth_env(state_dir)
+    from deepfleet.fleet.ray.detached import remove_recorded
+
+    return remove_recorded(state_dir)
+
+
 def connect(cfg: FleetConfig, state_dir: Path) -> str:
     """ray.init to the fleet's cluster in deepfleet's namespace; returns the address."""
     apply_auth_env(state_dir)
-    import ray
+    from deepfleet.fleet.ray.detached import RAY_INIT_ERRORS, ray_init
 
     address = cluster_address(cfg, state_dir)
     try:
-        ray.init(
-            address=address,
-            namespace=NAMESPACE,
-            logging_level="WARNING",
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    except (ConnectionError, RuntimeError) as exc:
+        ray_init(address, NAMESPACE)
+    except RAY_INIT_ERRORS as exc:
         raise ClusterUnreachable(
             f"cannot connect to Ray at {address}: {exc}; start the head with "
             f"`deepfleet node start --head` and check `deepfleet doctor`"

@@ -7,6 +7,11 @@ actor, its raylet died or the node is going down, the guard SIGKILLs the whole g
 engine outlives the actor that owns its placement. SIGTERM and SIGINT reach the engine
 through the group; the guard only waits for it and exits the way it exited.
 
+The actor is detached (fleet.ray.survivors), so its worker, and with it the engine, outlives
+the controller's Ray job: a controller that dies is not a reason to kill the engine, and the
+guard does not watch it. Only the worker's end is (`ray.kill` from a controller or `deepfleet
+down`, the node's death).
+
 Ray kills a dead worker's child processes, which is the guard itself. So a forked watcher in
 the group asks the kernel (PR_SET_PDEATHSIG) to be told when the guard dies, however it dies,
 and then SIGKILLs the group: the engine and every process it started.

@@ -5,13 +5,19 @@ The controller runs on the head. For every replica a RayReplica creates the plac
 it: the actor's status (state, endpoint, pid, restarts, load) is mirrored into the fleet
 state that the gateway routes from. When the actor dies or stops answering (its node died),
 the group is removed and the replica placed again, wherever capacity allows, with backoff.
+
+Actors and groups are detached and named (fleet.ray.survivors): a controller that dies leaves
+its engines serving, and the next one adopts the matching ones (`adopt_engines`) instead of
+placing and loading them again. Stopping a replica, or the fleet, kills its actor and removes
+its group; `deepfleet down` removes whatever a dead controller left (fleet.ray.detached).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,22 +33,37 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from deepfleet.config.kvcache import KvCacheSpec
 from deepfleet.config.schema import FleetConfig
 from deepfleet.engines import ReplicaPlan
+from deepfleet.fleet.adopt import Adoption
+from deepfleet.fleet.process import same_process
 from deepfleet.fleet.ray.actor import EngineHost
+from deepfleet.fleet.ray.detached import AdoptedHost, adopt_hosts
 from deepfleet.fleet.ray.nodes import node_table
 from deepfleet.fleet.ray.placement import (
     Placement,
     actor_options,
+    layout_text,
     nodes_in_order,
     placement_for,
     split_tp_groups,
 )
 from deepfleet.fleet.ray.plans import device_key, plan_cluster
-from deepfleet.fleet.state import NodeStatus, ReplicaState, ReplicaStatus
+from deepfleet.fleet.ray.spread import spread_for_replica
+from deepfleet.fleet.ray.survivors import FleetRecord, fleet_prefix, host_name
+from deepfleet.fleet.state import (
+    STATE_FILE,
+    FleetState,
+    NodeStatus,
+    ReplicaState,
+    ReplicaStatus,
+    read_state,
+)
 from deepfleet.fleet.supervisor import SupervisorPolicy
 
-MIRRORED = ("state", "pid", "url", "node", "started_at", "ready_at", "last_exit", "load")
+MIRRORED = ("state", "pid", "pid_start", "url", "node", "started_at", "ready_at", "last_exit",
+            "load", "kv_events_port", "kv_events_endpoint", "kv_events_bound")  # fmt: skip
 
 
 class RayLauncher:
@@ -62,8 +83,9 @@ class RayLauncher:
         unavailable_grace_s: float = 10.0,
     ) -> None:
         self.address = address
+        self.state_dir = state_dir
         self.namespace = namespace
-        self.prefix = "fleet-" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:8]
+        self.prefix = fleet_prefix(state_dir)
         self.device_key = device_key(cfg)
         self.devices_per_node = cfg.cluster.devices_per_node
         self.poll_s = poll_s
@@ -72,6 +94,8 @@ class RayLauncher:
         self._nodes: dict[str, NodeStatus] = {n.node_id: n for n in node_table(ray.nodes())}
         self._cpu_slots: dict[str, dict[int, str]] = {}
         self._placements: dict[str, Placement] = {}
+        self._adopted: dict[str, AdoptedHost] = {}
+        FleetRecord(address, namespace, self.prefix).save(state_dir)
 
     def plans(self, cfg: FleetConfig, model_paths: dict[str, str]) -> list[ReplicaPlan]:
         """Replica plans for the cluster (raises InfeasibleConfig, see plan_cluster)."""
@@ -89,8 +113,33 @@ class RayLauncher:
         where = self._placements.get(plan.replica_id) or placement_for(
             plan, self.device_key, self.devices_per_node
         )
-        status.layout = f"tp {plan.tp} x pp {plan.pp}"
-        return RayReplica(self, plan, where, status, on_change, policy)
+        status.layout = layout_text(plan)
+        adopted = self._adopted.pop(plan.replica_id, None)
+        if adopted is not None:
+            adopted.take_over(status, MIRRORED)
+        return RayReplica(self, plan, where, status, on_change, policy, adopted)
+
+    def adopt_engines(
+        self, previous: FleetState | None, plans: list[ReplicaPlan], kv_cache: KvCacheSpec
+    ) -> tuple[list[ReplicaPlan], Adoption]:
+        """Find the fleet's detached hosts, adopt the matching ones, kill the others and
+        remove the placement groups no adopted host uses (fleet.ray.survivors). A live
+        controller's hosts are never touched (`up` holds the state dir's lock; this guards
+        other callers)."""
+        last = read_state(self.state_dir / STATE_FILE)
+        if (
+            last
+            and last.controller_pid != os.getpid()
+            and same_process(last.controller_pid, last.controller_start)
+        ):
+            return plans, Adoption()
+        addresses = {n.node_id: n.address for n in self._nodes.values()}
+        decision, self._adopted = adopt_hosts(self.prefix, addresses, previous, plans, kv_cache)
+        for rid, adopted in self._adopted.items():
+            ident = adopted.identity
+            if ident.cpu_slot is not None:
+                self._cpu_slots.setdefault(ident.node_id, {})[ident.cpu_slot[0]] = rid
+        return decision.plans, decision.adoption
 
     async def nodes(self) -> list[NodeStatus]:
         try:
@@ -133,6 +182,7 @@ class RayReplica:
         status: ReplicaStatus,
         on_change: Callable[[], None],
         policy: SupervisorPolicy,
+        adopted: AdoptedHost | None = None,
     ) -> None:
         self.launcher = launcher
         self.plan = plan
@@ -142,7 +192,8 @@ class RayReplica:
         self._policy = policy
         self._stop = asyncio.Event()
         self._generation = 0
-        self._base_restarts = 0
+        self._adopted = adopted
+        self._base_restarts = adopted.restarts if adopted else 0
 
     def _set(self, state: ReplicaState, **fields: object) -> None:
         self.status.state = state
@@ -154,7 +205,11 @@ class RayReplica:
         backoff = self._policy.backoff_initial_s
         while not self._stop.is_set():
             placed_at = time.monotonic()
-            reason = await self._place_and_run()
+            adopted, self._adopted = self._adopted, None
+            if adopted is not None:
+                reason = await self._run_adopted(adopted)
+            else:
+                reason = await self._place_and_run()
             if self._stop.is_set():
                 break
             if time.monotonic() - placed_at >= self._policy.stable_after_s:
@@ -185,15 +240,30 @@ class RayReplica:
         done.result()
         return True
 
+    async def _run_adopted(self, adopted: AdoptedHost) -> str:
+        """Watch an adopted actor as if this runner had placed it."""
+        ident = adopted.identity
+        try:
+            return await self._watch(adopted.actor, ident.status.node)
+        finally:
+            await self._retire(adopted.actor)
+            self.launcher.release_cpu_slot(ident.node_id, self.plan.replica_id)
+            if adopted.group is not None:
+                await asyncio.to_thread(remove_placement_group, adopted.group)
+
     async def _place_and_run(self) -> str:
         self._generation += 1
-        name = f"{self.launcher.prefix}/{self.plan.replica_id}/{self._generation}"
+        tag = f"{self._generation}.{secrets.token_hex(3)}"  # names stay unique across controllers
+        name = host_name(self.launcher.prefix, self.plan.replica_id, tag)
         where = self.placement
-        group = placement_group(list(where.bundles), strategy=where.strategy, name=name)
+        group = placement_group(
+            list(where.bundles), strategy=where.strategy, name=name, lifetime="detached"
+        )
         first_node: str | None = None
         actor: Any = None
         try:
             self._set(ReplicaState.STARTING, url="", node="", nodes=[], pid=None, load=None,
+                      kv_events_port=None, kv_events_endpoint=None, kv_events_bound=False,
                       detail=f"waiting for {where.describe()}")  # fmt: skip
             if not await self._until(group.ready()):
                 return "stopped"
@@ -205,12 +275,21 @@ class RayReplica:
             node_ids = nodes_in_order(bundle_nodes)
             first_node = node_ids[0]
             addresses = [await self.launcher.address_of(n) for n in node_ids]
+            nodes = list(self.launcher._nodes.values())
+            why = await asyncio.to_thread(
+                spread_for_replica, self.plan.model_path, bundle_nodes, where.tp,
+                self.plan.pp, nodes, self.launcher.state_dir,
+            )  # fmt: skip
+            if why:
+                return why
             slot = None
             if self.launcher.device_key == "CPU":
                 slot = self.launcher.take_cpu_slot(first_node, self.plan.replica_id)
             actor = self.launcher.host_class.options(
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, 0),
                 max_restarts=0,
+                name=name,
+                lifetime="detached",
                 **actor_options(where),
             ).remote(
                 self.plan,

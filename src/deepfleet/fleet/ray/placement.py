@@ -1,5 +1,11 @@
 """A replica's layout as a Ray placement group.
 
+A replica holds tp x pp x dp devices: `vllm serve --data-parallel-size N` (DP attention)
+starts N engine cores on the one host, rank r on devices r*tp*pp.. of what the server sees, so
+its DP ranks need devices beside the TP groups, all on its node. deepfleet starts no multi-node
+DP (no --data-parallel-size-local / --headless engines; `deepfleet render` refuses it too), so a
+DP replica that does not fit one node is refused here, not handed a placement it cannot use.
+
 - A replica inside one node gets one bundle holding all its devices (STRICT_PACK). Its
   supervisor actor takes that whole bundle, so Ray sets CUDA_VISIBLE_DEVICES (or the NPU and
   CPU equivalents) for the actor, and the engine it starts inherits exactly those devices.
@@ -19,6 +25,7 @@ from typing import Any
 
 from deepfleet.engines.base import ReplicaPlan
 from deepfleet.engines.registry import get_adapter, known_engines
+from deepfleet.kvcache.endpoints import data_parallel_ranks as data_parallel_size
 
 DEVICE_KEYS = {"nvidia": "GPU", "huawei": "NPU", "cpu": "CPU"}
 """Ray's resource name for each device vendor of the hardware catalog."""
@@ -51,20 +58,55 @@ class Placement:
         return f"{len(self.bundles)} x {{{first}}} {self.strategy}"
 
 
+def _engine_int(plan: ReplicaPlan, key: str) -> int | None:
+    """An integer engine flag as the engine gets it (the config's engine_args, in either
+    spelling, over the plan's defaults)."""
+    args = {k.replace("-", "_"): v for a in (plan.engine_defaults, plan.model.engine_args)
+            for k, v in a.items()}  # fmt: skip
+    value = args.get(key)
+    return int(value) if value is not None else None
+
+
+def data_parallel_ranks(plan: ReplicaPlan) -> int:
+    """The replica's data-parallel (DP attention) ranks: vLLM's --data-parallel-size."""
+    return data_parallel_size({**plan.engine_defaults, **plan.model.engine_args}) or 1
+
+
+def layout_text(plan: ReplicaPlan) -> str:
+    """The replica's layout for status lines: `tp 8 x pp 2`, `tp 1 x pp 1 x dp 8`."""
+    dp = data_parallel_ranks(plan)
+    return f"tp {plan.tp} x pp {plan.pp}" + (f" x dp {dp}" if dp > 1 else "")
+
+
+def _check_dp_on_one_node(plan: ReplicaPlan, dp: int, devices_per_node: int) -> None:
+    devices = plan.tp * plan.pp * dp
+    local = _engine_int(plan, "data_parallel_size_local")
+    if devices > devices_per_node or (local is not None and local < dp):
+        raise PlacementError(
+            f"{plan.replica_id}: data-parallel attention over {dp} ranks x tp {plan.tp} x pp "
+            f"{plan.pp} = {devices} devices must stay on one node of {devices_per_node} "
+            f"(deepfleet starts no multi-node DP); lower data_parallel_size, or use a tp x pp "
+            f"layout across nodes"
+        )
+
+
 def placement_for(
     plan: ReplicaPlan, device_key: str, devices_per_node: int, cpus_per_replica: float = 1.0
 ) -> Placement:
-    """Bundles and strategy for one replica of `plan` (tp x pp devices).
+    """Bundles and strategy for one replica of `plan` (tp x pp x dp devices).
 
     On CPUs (vLLM's CPU build) a replica is one process group on one node holding
     `cpus_per_replica` CPUs. Raises PlacementError when the layout cannot be placed.
     """
-    devices = plan.tp * plan.pp
     if device_key == "CPU":
-        if devices > devices_per_node:
+        if plan.tp * plan.pp > devices_per_node:
             raise PlacementError(f"{plan.replica_id}: {CPU_SPAN_REFUSAL}")
         bundle = {"CPU": float(cpus_per_replica)}
         return Placement((bundle,), "STRICT_PACK", plan.tp, dict(bundle))
+    dp = data_parallel_ranks(plan)
+    if dp > 1:
+        _check_dp_on_one_node(plan, dp, devices_per_node)
+    devices = plan.tp * plan.pp * dp
     if devices <= devices_per_node:
         bundle = {device_key: float(devices)}
         return Placement((bundle,), "STRICT_PACK", plan.tp, dict(bundle))
