@@ -17,6 +17,9 @@ CPU-second of the router process tree, and ratios to vllm-router.
     .venv/bin/python benchmarks/overhead/run.py --targets direct,deepfleet-w1,deepfleet-base-w1 \\
         --concurrency 1 --baseline-src /tmp/base/src                 # before/after, same rounds
 
+The baseline's gateway reads a fleet.json written by its own code (fleetfile.py run with its
+PYTHONPATH), so an older commit that refuses this tree's newer state keys still runs.
+
 Every server binds 127.0.0.1; all processes are started in their own session and stopped
 with killpg at the end (also on Ctrl-C).
 """
@@ -52,13 +55,6 @@ sys.path.insert(0, str(HERE))
 from loadgen import chat_request, run_load  # noqa: E402
 
 from deepfleet.fleet.ports import free_port  # noqa: E402
-from deepfleet.fleet.state import (  # noqa: E402
-    FleetState,
-    ModelRoute,
-    ReplicaState,
-    ReplicaStatus,
-    write_state,
-)
 
 PY = sys.executable
 BIN = Path(PY).parent
@@ -75,19 +71,27 @@ SIGSTOP = signal.SIGSTOP
 DEFAULT_JSON = ROOT / "benchmarks/results/overhead.json"
 
 
-def versions() -> dict[str, str]:
-    out = {}
-    for dist in ("sglang-router", "vllm-router", "aiohttp", "uvicorn", "starlette", "uvloop"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            out[dist] = importlib.metadata.version(dist)
+def git_head(where: Path) -> str | None:
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        out["deepfleet_git"] = subprocess.run(
+        return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
+            cwd=where,
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
+    return None
+
+
+def versions(baseline_src: Path | None) -> dict[str, str]:
+    out = {}
+    for dist in ("sglang-router", "vllm-router", "aiohttp", "uvicorn", "starlette", "uvloop"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[dist] = importlib.metadata.version(dist)
+    for key, where in (("deepfleet_git", ROOT), ("baseline_git", baseline_src)):
+        head = git_head(where) if where is not None else None
+        if head:
+            out[key] = head
     out["python"] = platform.python_version()
     return out
 
@@ -233,25 +237,16 @@ class Target:
                 os.killpg(self.proc.pid, sig)
 
 
-def write_fleet(dir: Path, backend_url: str) -> Path:
-    dir.mkdir(parents=True, exist_ok=True)
+def write_fleet(dir: Path, backend_url: str, env: dict[str, str] | None) -> Path:
+    """The target's fleet.json, written by the deepfleet that will read it (fleetfile.py run
+    with the target's PYTHONPATH): an older gateway refuses keys this tree's state adds."""
     path = dir / "fleet.json"
-    state = FleetState(
-        controller_pid=os.getpid(),
-        gateway_url="",
-        models=[ModelRoute(MODEL, "round_robin")],
-        replicas=[
-            ReplicaStatus(
-                replica_id=f"{MODEL}-0",
-                model=MODEL,
-                engine="bench",
-                url=backend_url,
-                state=ReplicaState.READY,
-                ready_at=time.time(),
-            )
-        ],
+    argv = [PY, str(HERE / "fleetfile.py"), str(path), backend_url, MODEL]
+    run = subprocess.run(
+        argv, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False
     )
-    write_state(path, state)
+    if run.returncode != 0:
+        sys.exit(f"cannot write {path} with {env or 'this tree'}: {run.stderr.strip()[-800:]}")
     return path
 
 
@@ -272,7 +267,7 @@ def start_target(
             if baseline_src is None:
                 sys.exit(f"{name} needs --baseline-src")
             env = {"PYTHONPATH": str(baseline_src)}
-        state = write_fleet(tmp / name, backend_url)
+        state = write_fleet(tmp / name, backend_url, env)
         argv = [PY, "-m", "deepfleet.gateway", "--state-file", str(state), "--host", "127.0.0.1"]
         argv += ["--port", str(port), "--workers", str(workers)]
         proc = procs.start(name, argv, env)
@@ -526,7 +521,7 @@ def bench(args: argparse.Namespace, procs: Procs) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cpus": os.cpu_count(),
         "uptime_start": uptime(),
-        "versions": versions(),
+        "versions": versions(args.baseline_src),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "logs": str(tmp),
     }
