@@ -39,6 +39,9 @@ if [[ ! -f .cache/sglang/.done ]]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --target .cache/sglang \
     sglang==0.5.23 orjson==3.13.0 ipython==9.19.1 traitlets==5.16.1 && touch .cache/sglang/.done
 fi
+# The bundled model's Hugging Face folder (its tokenizer is read at collection time by the
+# routing, KV and migration tests; without it they would skip). Idempotent: seconds once done.
+"$VENV/bin/deepfleet" models prepare bundled
 # The loopback Hugging Face hub (olah in its own venv) of tests/weights.
 scripts/setup-olah.sh
 if [[ -x scripts/setup-webui.sh ]]; then
