@@ -31,9 +31,12 @@ PY = sys.executable
 SPY = str(Path(PY).parent / "py-spy")
 
 
-def start(model: str, port: int, bind: str, log: Path) -> subprocess.Popen[bytes]:
+def start(
+    model: str, port: int, bind: str, log: Path, cpus: str | None = None
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND=bind, VLLM_CPU_KVCACHE_SPACE="1")
-    argv = [PY, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    argv = ["taskset", "-c", cpus] if cpus else []
+    argv += [PY, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32"]
     argv += ["--max-model-len", "2048", "--enforce-eager", "--disable-uvicorn-access-log"]
     with log.open("w") as out:
@@ -90,6 +93,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bind-a", default="0")
     p.add_argument("--bind-b", default="1")
+    p.add_argument("--taskset-b", help="start B with only these CPUs allowed (taskset -c)")
     p.add_argument("--limit", type=float, default=300.0)
     p.add_argument("--out", type=Path, default=Path("/tmp/stall-probe"))
     args = p.parse_args()
@@ -113,7 +117,7 @@ def main() -> None:
         time.sleep(10)
         print(f"this probe's threads before B starts: {sorted(set(threads_of(os.getpid())))}")
         print(f"engine A's threads: {sorted(set(threads_of(a.pid)))}", flush=True)
-        b = start(model, 18002, args.bind_b, args.out / "b.log")
+        b = start(model, 18002, args.bind_b, args.out / "b.log", args.taskset_b)
         t1, dumped = time.monotonic(), False
         while not ready(18002) and time.monotonic() - t1 < args.limit:
             time.sleep(3)
