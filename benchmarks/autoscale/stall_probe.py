@@ -6,10 +6,13 @@ dumps their Python stacks with py-spy. Ends when B is ready, or after --limit se
 
     .venv/bin/python benchmarks/autoscale/stall_probe.py            # B on core 1, A on 0
     .venv/bin/python benchmarks/autoscale/stall_probe.py --bind-b nobind --bind-a nobind
+    .venv/bin/python benchmarks/autoscale/stall_probe.py --taskset-b 1   # B allowed core 1 only
 
 Seen on the 2-core box (2026-12-07): B's EngineCore process had Cpus_allowed "0" from 18 s
 after B's start, ran at about 1% CPU and was still importing vLLM modules 9 minutes later;
 when A's load stopped its mask was 0-1 again and B was ready about 30 s later.
+The pinning is MKL's core count inside `import torch` (docs/autoscaling.md); with
+--taskset-b 1 it never visits A's core and B was ready in 33 s.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[2]
+from deepfleet.catalog import bundled
+
 PY = sys.executable
 SPY = str(Path(PY).parent / "py-spy")
 
@@ -97,9 +101,6 @@ def main() -> None:
     p.add_argument("--limit", type=float, default=300.0)
     p.add_argument("--out", type=Path, default=Path("/tmp/stall-probe"))
     args = p.parse_args()
-    sys.path.insert(0, str(ROOT / "src"))
-    from deepfleet.catalog import bundled
-
     model = str(bundled.prepare().path)
     args.out.mkdir(parents=True, exist_ok=True)
     cores = f"0-{psutil.cpu_count() - 1}"
