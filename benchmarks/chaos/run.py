@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
-import functools
 import json
 import sys
 import tempfile
@@ -40,7 +39,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from faults import FaultLog, inject  # noqa: E402
-from tests.e2e.conftest import MODEL, Fleet, running_fleet, status_json  # noqa: E402
+from tests.e2e.conftest import MODEL, Fleet, running_fleet  # noqa: E402
+
+from deepfleet.cli.common import current_state  # noqa: E402
+from deepfleet.cli.live import state_json  # noqa: E402
 
 PROMPTS = [f"Tell a short story about a {w}." for w in ("cat", "ship", "tree", "clock", "river")]
 
@@ -157,7 +159,10 @@ async def drive(fleet: Fleet, args: argparse.Namespace) -> Report:
     report = Report()
     log = FaultLog()
     timeout = aiohttp.ClientTimeout(total=None)
-    state = functools.partial(status_json, fleet.state_dir)
+
+    def state() -> dict[str, object]:  # what `deepfleet status --json` prints, in-process
+        return state_json(current_state(fleet.state_dir))
+
     async with aiohttp.ClientSession(timeout=timeout, connector=PortConnector()) as session:
         reference = {}
         for p in PROMPTS:
