@@ -47,6 +47,9 @@ class ReplicaPlan:
     gpu_memory_utilization: float | None = None
     cpu_kv_cache_gib: float | None = None  # vLLM CPU build: KV cache space in GiB
     cpu_threads: str | None = None  # vLLM CPU build: cores to bind, e.g. "0-1" or "nobind"
+    # CPU replicas: the CPUs its processes may run on (every core but the other replicas'
+    # bound ones: fleet.cpu_share.cpu_affinity); None: inherit the controller's.
+    cpu_affinity: tuple[int, ...] | None = None
     # "ray" when the replica spans nodes (vLLM's Ray executor); None: the engine's default.
     distributed_executor_backend: str | None = None
     python: str = "python3"
@@ -72,6 +75,7 @@ class LaunchSpec:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    cpus: tuple[int, ...] | None = None  # the CPUs it may run on (sched_setaffinity); None: all
 
 
 @dataclass(frozen=True)

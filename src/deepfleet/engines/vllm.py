@@ -169,7 +169,7 @@ class VllmAdapter:
         env.update(m.engine_env)
         if plan.api_key:  # the environment, not --api-key: argv is public in `ps`
             env["VLLM_API_KEY"] = plan.api_key
-        return LaunchSpec(argv=argv, env=env)
+        return LaunchSpec(argv=argv, env=env, cpus=plan.cpu_affinity if self.cpu else None)
 
 
 # --- Prefill/decode disaggregation (fleet.yaml `disaggregation:`, docs/pd.md) ---

@@ -75,4 +75,4 @@ class VllmAscendAdapter:
         if args.get("enable_expert_parallel"):
             env["HCCL_BUFFSIZE"] = str(EP_BUFFER_MB)
         # The vLLM adapter's env ends with the model's engine_env, which must win.
-        return LaunchSpec(argv=spec.argv, env=env | spec.env, cwd=spec.cwd)
+        return replace(spec, env=env | spec.env)

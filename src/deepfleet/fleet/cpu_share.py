@@ -22,15 +22,31 @@ def cpu_kv_gib(available_bytes: int, cpu_replicas: int) -> int:
     return int(min(CPU_KV_MAX_GIB, max(CPU_KV_MIN_GIB, share)))
 
 
+def _share(cores: list[int], index: int, count: int) -> list[int]:
+    per = len(cores) // count
+    return cores[index * per : (index + 1) * per]
+
+
 def cpu_binding(cores: list[int], index: int, count: int) -> str | None:
     """Split the cores evenly between CPU replicas; None (vLLM's auto) for a single replica."""
     if count <= 1:
         return None
-    per = len(cores) // count
-    if per == 0:
-        return "nobind"
-    mine = cores[index * per : (index + 1) * per]
-    return ",".join(str(c) for c in mine)
+    mine = _share(cores, index, count)
+    return ",".join(str(c) for c in mine) if mine else "nobind"
+
+
+def cpu_affinity(cores: list[int], index: int, count: int) -> tuple[int, ...] | None:
+    """The CPUs replica `index`'s processes may run on: every core but those bound to the
+    other replicas; None (inherit) when no core is bound to another.
+
+    Not only tidiness: `import torch` (MKL counting cores) pins the importing thread to each
+    allowed CPU in turn, and on a core where another engine's OpenMP worker is bound and busy
+    it gets about 1% of it: an engine started next to a loaded one stalled for minutes
+    (benchmarks/autoscale/stall_probe.py, docs/autoscaling.md)."""
+    if count <= 1 or len(cores) // count == 0:
+        return None
+    others = {c for j in range(count) if j != index for c in _share(cores, j, count)}
+    return tuple(c for c in cores if c not in others)
 
 
 def cpu_slots(model: ModelSpec, planned: int) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -153,9 +154,13 @@ class ManagedProcess:
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = child_environ(self.spec.env)  # an allowlist: no secrets of the controller
+        cpus = self.spec.cpus
+        # Set in the child before exec, so its first thread already runs on them.
+        pin = None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus)
+        on = "" if cpus is None else f" (CPUs {','.join(map(str, cpus))})"
         with self.log_path.open("ab") as log:
             log.write(
-                f"\n=== {time.strftime('%F %T')} start: {' '.join(self.spec.argv)}\n".encode()
+                f"\n=== {time.strftime('%F %T')} start: {' '.join(self.spec.argv)}{on}\n".encode()
             )
             log.flush()
             self._proc = await asyncio.create_subprocess_exec(
@@ -166,6 +171,7 @@ class ManagedProcess:
                 env=env,
                 cwd=self.spec.cwd,
                 start_new_session=True,
+                preexec_fn=pin,
             )
 
     async def wait(self) -> int:

@@ -23,7 +23,7 @@ from deepfleet.catalog.models import ModelFactsError
 from deepfleet.config.schema import FleetConfig, ModelSpec, ParallelSpec
 from deepfleet.engines.base import VISIBLE_DEVICES_ENV, ReplicaPlan
 from deepfleet.engines.registry import get_adapter
-from deepfleet.fleet.cpu_share import cpu_binding, cpu_kv_gib, cpu_slots
+from deepfleet.fleet.cpu_share import cpu_affinity, cpu_binding, cpu_kv_gib, cpu_slots
 from deepfleet.fleet.pools import nixl_env, pool_config, pools, replicas_of, role_defaults
 from deepfleet.fleet.ports import free_port
 from deepfleet.planner import Plan, plan
@@ -313,6 +313,9 @@ def plan_local(
                     kv_events_port=events,
                     cpu_threads=(
                         cpu_binding(machine.cores, first_slot + i, cpu_total) if cpu else None
+                    ),
+                    cpu_affinity=(
+                        cpu_affinity(machine.cores, first_slot + i, cpu_total) if cpu else None
                     ),
                     devices=devices.take(index, model, pool),
                     env_defaults={**base.env_defaults, **nixl_env(model, base.host, ranks, taken)},

@@ -15,6 +15,7 @@ from deepfleet.fleet.pools import NIXL_HOST_ENV, NIXL_PORT_ENV
 from deepfleet.fleet.ports import free_port, port_in_use
 from deepfleet.fleet.ray.actor import (
     EngineHost,
+    engine_affinity,
     engine_cores,
     guarded,
     in_placement_group,
@@ -47,6 +48,20 @@ def test_parse_cores(text: str, cores: list[int]) -> None:
 )
 def test_engine_cores(slot: tuple[int, int] | None, env: dict[str, str], bind: str | None) -> None:
     assert engine_cores(slot, env) == bind
+
+
+@pytest.mark.parametrize(
+    ("slot", "env", "allowed"),
+    [
+        (None, {"DEEPFLEET_NODE_CORES": "0-3"}, None),  # not a CPU replica
+        ((0, 1), {"DEEPFLEET_NODE_CORES": "1"}, None),  # a lone replica: the actor's own
+        ((1, 2), {"DEEPFLEET_NODE_CORES": "0-4"}, (2, 3, 4)),  # 4 is nobody's
+    ],
+)
+def test_engine_affinity_leaves_out_only_the_other_slots_cores(
+    slot: tuple[int, int] | None, env: dict[str, str], allowed: tuple[int, ...] | None
+) -> None:
+    assert engine_affinity(slot, env) == allowed
 
 
 def test_load_is_running_plus_waiting() -> None:

@@ -34,7 +34,7 @@ from deepfleet.engines import ReplicaPlan, get_adapter
 from deepfleet.engines.base import LaunchSpec
 from deepfleet.engines.load import VLLM_METRICS, LoadMetrics, parse_load
 from deepfleet.engines.vllm import SERVER_MODULE
-from deepfleet.fleet.cpu_share import cpu_binding
+from deepfleet.fleet import cpu_share
 from deepfleet.fleet.health import HttpProbe
 from deepfleet.fleet.pools import nixl_env
 from deepfleet.fleet.ports import free_port
@@ -66,10 +66,22 @@ def engine_cores(slot: tuple[int, int] | None, env: dict[str, str]) -> str | Non
         return None
     index, count = slot
     given = env.get(NODE_CORES_ENV)
-    cores = parse_cores(given) if given else sorted(os.sched_getaffinity(0))
+    cores = node_cores(env)
     if count <= 1:
         return ",".join(map(str, cores)) if given else None
-    return cpu_binding(cores, index, count)
+    return cpu_share.cpu_binding(cores, index, count)
+
+
+def engine_affinity(slot: tuple[int, int] | None, env: dict[str, str]) -> tuple[int, ...] | None:
+    """The CPUs CPU replica `slot`'s engine may run on: none bound to another slot's engine
+    (fleet.cpu_share.cpu_affinity); None: the actor's own."""
+    return None if slot is None else cpu_share.cpu_affinity(node_cores(env), *slot)
+
+
+def node_cores(env: dict[str, str]) -> list[int]:
+    """The cores this node gives CPU replicas: DEEPFLEET_NODE_CORES, else this process's."""
+    given = env.get(NODE_CORES_ENV)
+    return parse_cores(given) if given else sorted(os.sched_getaffinity(0))
 
 
 def load_from_metrics(text: str, metrics: LoadMetrics = VLLM_METRICS) -> float:
@@ -78,7 +90,13 @@ def load_from_metrics(text: str, metrics: LoadMetrics = VLLM_METRICS) -> float:
     return float(load.running + load.waiting) if load else 0.0
 
 
-def on_node(plan: ReplicaPlan, ip: str, python: str, cpu_threads: str | None) -> ReplicaPlan:
+def on_node(
+    plan: ReplicaPlan,
+    ip: str,
+    python: str,
+    cpu_threads: str | None,
+    cpu_affinity: tuple[int, ...] | None = None,
+) -> ReplicaPlan:
     """`plan` as it runs on this node: the engine's address, its KV events bound on this
     node's IP (VLLM_HOST_IP) at a port of its choosing, and a NIXL engine's side channel
     (this node's IP, one free port per data-parallel rank; `fleet.pools.nixl_env`)."""
@@ -92,6 +110,7 @@ def on_node(plan: ReplicaPlan, ip: str, python: str, cpu_threads: str | None) ->
         kv_events_endpoint=ENGINE_PICKS,
         python=python,
         cpu_threads=cpu_threads,
+        cpu_affinity=cpu_affinity,
         env_defaults={**plan.env_defaults, "VLLM_HOST_IP": ip, **side},
     )
 
@@ -112,7 +131,7 @@ def in_placement_group(
     i = argv.index(SERVER_MODULE)
     argv[i] = "deepfleet.fleet.ray.vllm_entry"
     env = {**spec.env, **env, PG_ENV: group, NAMESPACE_ENV: namespace}
-    return LaunchSpec(argv=argv, env=env, cwd=spec.cwd)
+    return replace(spec, argv=argv, env=env)
 
 
 def guarded(spec: LaunchSpec, watch_pid: int, python: str) -> LaunchSpec:
@@ -151,8 +170,9 @@ class EngineHost:
         import ray
 
         ip = ray.util.get_node_ip_address()
-        cores = engine_cores(self._cpu_slot, dict(os.environ))
-        plan = on_node(self._plan, ip, sys.executable, cores)
+        env, slot = dict(os.environ), self._cpu_slot
+        cpus = (engine_cores(slot, env), engine_affinity(slot, env))
+        plan = on_node(self._plan, ip, sys.executable, *cpus)
         spec = get_adapter(plan.model.engine).launch_spec(plan)
         if self._group is not None:
             gcs = ray.get_runtime_context().gcs_address
