@@ -313,11 +313,11 @@ def main() -> None:
     ap.add_argument("--phase-timeout", type=float, default=420)
     ap.add_argument(
         "--cpu-bind",
-        default="nobind",
-        help="VLLM_CPU_OMP_THREADS_BIND for the engines; `nobind` by default: on 2 cores a "
-        "second engine's EngineCore was seen pinned to core 0 (mask 1) while the first "
-        "engine's worker held core 0 at 100%%, and it made no progress until the load ended "
-        "(CI of stop 27 and here: 445 s); `split`: deepfleet's own split of the cores",
+        default="split",
+        help="VLLM_CPU_OMP_THREADS_BIND for the engines; `split` (default): deepfleet's own "
+        "split of the cores, each engine's processes kept off the other's bound core (until "
+        "stop 28 a second engine starting there stalled behind the first one's busy worker: "
+        "445 s in CI of stop 27); `nobind` or a core list: that value for every engine",
     )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", type=Path, help="state folder to use and keep (logs and all)")

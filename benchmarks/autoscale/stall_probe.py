@@ -12,7 +12,8 @@ Seen on the 2-core box (2026-12-07): B's EngineCore process had Cpus_allowed "0"
 after B's start, ran at about 1% CPU and was still importing vLLM modules 9 minutes later;
 when A's load stopped its mask was 0-1 again and B was ready about 30 s later.
 The pinning is MKL's core count inside `import torch` (docs/autoscaling.md); with
---taskset-b 1 it never visits A's core and B was ready in 33 s.
+--taskset-b 1 it never visits A's core and B was ready in 33 s. deepfleet now starts every
+bound CPU replica so (fleet/cpu_share.py `cpu_affinity`; benchmarks/autoscale/affinity.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -57,15 +59,25 @@ def ready(port: int) -> bool:
         return False
 
 
-def load(model: str, port: int, stop: threading.Event) -> None:
-    body = {"model": model, "prompt": "Once upon a time", "max_tokens": 400, "stream": True}
+def load(
+    model: str,
+    port: int,
+    stop: threading.Event,
+    on_token: Callable[[], None] | None = None,
+    tokens: int = 400,
+) -> None:
+    """Stream completions of `tokens` tokens one after another until `stop`; `on_token` is
+    called for each streamed chunk (a token)."""
+    body = {"model": model, "prompt": "Once upon a time", "max_tokens": tokens, "stream": True}
     data = json.dumps({**body, "ignore_eos": True}).encode()
     url = f"http://127.0.0.1:{port}/v1/completions"
     while not stop.is_set():
         try:
             req = urllib.request.Request(url, data, {"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=120) as r:
-                for _ in r:
+                for line in r:
+                    if on_token is not None and line.startswith(b"data: {"):
+                        on_token()
                     if stop.is_set():
                         break
         except OSError:
