@@ -1,5 +1,6 @@
 """`deepfleet top` in a pseudo-terminal: it draws live frames from real HTTP /metrics and
-quits cleanly on Ctrl-C typed into the terminal."""
+quits cleanly on Ctrl-C typed into the terminal, also when it was started with SIGINT ignored
+(as a shell starts a background job: a local `.ci/run` started so failed here)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -107,13 +109,18 @@ def drain_until_exit(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> 
                 proc.wait(max(0.1, deadline - time.monotonic()))
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited through setsid's exec
+
+
 def _rated_frame(text: str) -> bool:
     """A frame with rates (counters grew between two scrapes) drawn to its last row."""
     _, _, after = text.partition("rates over")
     return all(n in after for n in ("tiny-0", "50%", "42%"))
 
 
-def test_top_draws_live_frames_and_quits_on_ctrl_c(state_dir: Path) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_top_draws_live_frames_and_quits_on_ctrl_c(state_dir: Path, sigint: str) -> None:
     setsid = shutil.which("setsid")
     if setsid is None:
         pytest.skip("setsid (util-linux) is needed to give top a controlling terminal")
@@ -127,6 +134,7 @@ def test_top_draws_live_frames_and_quits_on_ctrl_c(state_dir: Path) -> None:
         [setsid, "-w", "-c", sys.executable, "-m", "deepfleet", "top", "--state-dir",
          str(state_dir), "--interval", "0.3", "--window", "5"],
         stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+        preexec_fn=_ignore_sigint if sigint == "ignored" else None,
     )  # fmt: skip
     os.close(slave)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from pathlib import Path
 
@@ -117,6 +118,9 @@ def top(
     if state is None or not pid_alive(state.controller_pid):
         out.print(f"no fleet is running from {sdir}")
         raise typer.Exit(3)
+    # Ctrl-C quits, also when top was started with SIGINT ignored (a shell starts background
+    # jobs so, and children inherit it): a terminal program's keys are its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(sdir / STATE_FILE, interval, window, once))
 
