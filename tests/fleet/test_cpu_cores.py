@@ -67,6 +67,14 @@ def test_planned_cpu_replicas_carry_their_affinity_to_the_engine_command() -> No
     (alone,) = plan_local(cfg, {"smol": "/m"}, FOUR_CORES)
     assert alone.cpu_affinity == (0, 1)  # already clear of the core the added one will bind
     assert VllmAdapter(cpu=True).launch_spec(alone).cpus == (0, 1)
+    own = validate(
+        yaml.safe_load(
+            "models:\n  - name: smol\n    replicas: {min: 1, max: 2}\n"
+            "    engine_env: {VLLM_CPU_OMP_THREADS_BIND: nobind}\n"
+        )
+    )
+    (theirs,) = plan_local(own, {"smol": "/m"}, FOUR_CORES)
+    assert VllmAdapter(cpu=True).launch_spec(theirs).cpus is None  # the user chose the cores
 
 
 def test_a_started_process_runs_only_on_its_cpus(tmp_path: Path) -> None:

@@ -169,7 +169,10 @@ class VllmAdapter:
         env.update(m.engine_env)
         if plan.api_key:  # the environment, not --api-key: argv is public in `ps`
             env["VLLM_API_KEY"] = plan.api_key
-        return LaunchSpec(argv=argv, env=env, cpus=plan.cpu_affinity if self.cpu else None)
+        # Keep the engine off the other replicas' cores only while their binding is ours: a
+        # binding set in engine_env is the user's whole choice of cores.
+        ours = self.cpu and env.get("VLLM_CPU_OMP_THREADS_BIND") == plan.cpu_threads
+        return LaunchSpec(argv=argv, env=env, cpus=plan.cpu_affinity if ours else None)
 
 
 # --- Prefill/decode disaggregation (fleet.yaml `disaggregation:`, docs/pd.md) ---
