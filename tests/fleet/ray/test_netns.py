@@ -54,11 +54,7 @@ def test_cluster_suite_in_a_loopback_only_network_namespace() -> None:
             timeout=880,
         )
     except subprocess.TimeoutExpired as exc:  # what it printed until then names the hung test
-        seen = (
-            (exc.stdout or b"").decode(errors="replace")
-            if isinstance(exc.stdout, bytes)
-            else (exc.stdout or "")
-        )
+        seen = (exc.stdout or b"").decode(errors="replace")  # bytes, whatever `text` says
         raise AssertionError(f"the cluster suite ran past 880 s:\n{seen[-8000:]}") from None
     print(r.stdout[-20000:])
     assert r.returncode == 0, (r.stdout + r.stderr)[-8000:]

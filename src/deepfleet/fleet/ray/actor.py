@@ -65,10 +65,9 @@ def engine_cores(slot: tuple[int, int] | None, env: dict[str, str]) -> str | Non
     if slot is None:
         return None
     index, count = slot
-    given = env.get(NODE_CORES_ENV)
     cores = node_cores(env)
     if count <= 1:
-        return ",".join(map(str, cores)) if given else None
+        return ",".join(map(str, cores)) if env.get(NODE_CORES_ENV) else None
     return cpu_share.cpu_binding(cores, index, count)
 
 
