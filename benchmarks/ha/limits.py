@@ -15,7 +15,13 @@ their token reservations) and lasts `--duration` seconds:
 - Meanwhile `--background` clients stream on a key without limits, so the SIGKILLed gateway
   has streams in flight: cut streams are in neither the ledger nor the engines' books.
 - Ledger: after the run (survivors stopped with SIGTERM), the PostgreSQL usage ledger against
-  the sum of the engines' books: requests, prompt and completion tokens, exactly.
+  the sum of the engines' books (requests, prompt and completion tokens) and against the
+  answers the clients got whole. What a gateway promises (`ledger_check`): every answer a
+  client got whole is in the ledger (its end leaves only once its line is committed), and
+  nothing the engines did not finish is. Equal to the engines' books exactly (`ledger_exact`)
+  unless an engine finished a request in the instant its gateway died: its last bytes were
+  written to the dead gateway's socket, no client got them, and nobody bills them
+  (`finished_not_delivered` counts those; they are always among `cut_at_clients`).
 
     .venv/bin/python benchmarks/ha/limits.py --duration 180     # the acceptance run
     .venv/bin/python benchmarks/ha/limits.py --duration 20 --json /tmp/x.json   # short
@@ -326,8 +332,30 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "ledger": ledger,
         "engine_books": books,
         "ledger_exact": all(ledger[k] == books[k] for k in ledger),
+        "ledger_check": ledger_check(ledger, books, (*loads, background)),
     }
     return result
+
+
+def ledger_check(
+    ledger: dict[str, int], books: dict[str, int], loads: tuple[KeyLoad, ...]
+) -> dict[str, Any]:
+    """The ledger against what the clients got and what the engines finished (the docstring)."""
+    delivered = sum(1 for ld in loads for _, t in ld.admitted if t >= 0)
+    cut = sum(ld.cut for ld in loads)
+    n, m = ledger["requests"], books["requests"]
+    same_requests = all(  # every request here has the same tokens: the ledger's are n of them
+        ledger[k] * m == books[k] * n for k in ("prompt_tokens", "completion_tokens")
+    )
+    return {
+        "delivered_whole": delivered,
+        "cut_at_clients": cut,
+        "finished_not_delivered": m - delivered,
+        "billed_not_delivered": n - delivered,
+        "every_delivered_billed": n >= delivered,
+        "nothing_unfinished_billed": n <= m,
+        "ok": delivered <= n <= m and m - delivered <= cut and same_requests,
+    }
 
 
 def main() -> None:
@@ -352,11 +380,14 @@ def main() -> None:
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(
         json.dumps(
-            {k: result[k] for k in ("rpm", "tpm", "ledger", "engine_books", "ledger_exact")},
+            {
+                k: result[k]
+                for k in ("rpm", "tpm", "ledger", "engine_books", "ledger_exact", "ledger_check")
+            },
             indent=1,
         )
     )
-    ok = result["rpm"]["ok"] and result["tpm"]["ok"] and result["ledger_exact"]
+    ok = result["rpm"]["ok"] and result["tpm"]["ok"] and result["ledger_check"]["ok"]
     sys.exit(0 if ok else 1)
 
 

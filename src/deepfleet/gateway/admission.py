@@ -27,6 +27,7 @@ queue. limits.py and auth.py give the measured reasons of their shapes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from starlette.responses import Response
@@ -38,7 +39,7 @@ from deepfleet.gateway.keys import ApiKey
 from deepfleet.gateway.later import Later
 from deepfleet.gateway.limits import AdmissionQueue
 from deepfleet.gateway.metrics import GatewayMetrics
-from deepfleet.gateway.relay import Outcome
+from deepfleet.gateway.relay import Commit, Outcome
 from deepfleet.gateway.settings import GatewaySettings
 from deepfleet.gateway.store.base import Limits, Verdict
 from deepfleet.routing.endpoints import EndpointTable
@@ -265,6 +266,21 @@ class Admission:
 
         return done
 
+    def committer(self, model: str, who: Principal, body_bytes: int) -> Commit | None:
+        """What a request with a key calls with its usage before its answer's end leaves: the
+        line goes to the ledger at once (SQLite writes it; PostgreSQL queues it for the next
+        group commit and the answer waits for that commit, relay.py `committed`)."""
+        key = who.key
+        if key is None:
+            return None
+        record = self.buckets.record_durably
+
+        def commit(prompt: int | None, output: int) -> asyncio.Future[None] | None:
+            tokens = prompt if prompt is not None else body_bytes // 4
+            return record(key.id, model, tokens, output)
+
+        return commit
+
     def account(
         self,
         model: str,
@@ -281,5 +297,5 @@ class Admission:
         mm.prompt_tokens.inc(prompt)
         mm.output_tokens.inc(outcome.output_tokens)
         self._settle(key, prompt + outcome.output_tokens - reserved)
-        if key is not None:
+        if key is not None and not outcome.recorded:
             self.buckets.record(key.id, model, prompt, outcome.output_tokens)

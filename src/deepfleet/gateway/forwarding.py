@@ -132,7 +132,10 @@ class Forwarding:
                 key.reasoning_cap if key else None,
                 self.settings.reasoning_cap,
             )
-            req = Forward(path, body, model, bool(fields.stream), who.name, cap, started, gone)
+            commit = self.admission.committer(model, who, len(body))
+            req = Forward(
+                path, body, model, bool(fields.stream), who.name, cap, started, gone, commit
+            )
             return await self.send(req, endpoints, done)
         except BaseException as exc:  # re-raised, after the slots are given back
             done(Outcome("499" if isinstance(exc, asyncio.CancelledError) else "500", None, 0))

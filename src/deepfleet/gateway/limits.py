@@ -80,6 +80,12 @@ class TokenBuckets:
         hour = int(self._clock() // 3600)
         self._db.execute(RECORD, (key_id, model, hour, prompt_tokens, completion_tokens))
 
+    def record_durably(
+        self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> asyncio.Future[None] | None:
+        self.record(key_id, model, prompt_tokens, completion_tokens)
+        return None
+
     def usage(self) -> list[UsageRow]:
         rows = self._db.execute(
             "SELECT key_id, model, hour, requests, prompt_tokens, completion_tokens FROM usage "

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Gauge, Histogram
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from deepfleet.gateway.errors import error_response
 from deepfleet.gateway.later import Later
 from deepfleet.gateway.metrics import GatewayMetrics
 from deepfleet.gateway.migration import Migrator
-from deepfleet.gateway.relay import Outcome, StreamRelay
+from deepfleet.gateway.relay import Commit, Outcome, StreamRelay, committed
 from deepfleet.gateway.stream import cap_answer, usage_of
 from deepfleet.gateway.turns import Turns
 from deepfleet.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
@@ -74,6 +75,8 @@ class Forward:
     started: float
     gone: Callable[[], bool] = field(default=lambda: False)
     """True once the client left (a wait for a replica ends then)."""
+    commit: Commit | None = None
+    """Awaited with the usage before the answer's end leaves (admission.py `committer`)."""
 
 
 class Proxy:
@@ -247,6 +250,7 @@ class Proxy:
             order=order,
             migrator=self.migrator,
             moved=moved,
+            commit=req.commit,
         )
 
     def _answer(
@@ -270,9 +274,26 @@ class Proxy:
         if completion:
             self.later.add(mm.reasoning_tokens.observe, reasoning)
             self.later.add(mm.answer_tokens.observe, completion - reasoning)
-        finish(Outcome(str(upstream.status), prompt, completion or 0))
+        written = req.commit(prompt, completion or 0) if ok and req.commit else None
+        finish(Outcome(str(upstream.status), prompt, completion or 0, ok and bool(req.commit)))
         content_type = upstream.header(b"content-type", "application/json")
+        if written is not None:
+            return _Committed(written, data, upstream.status, content_type)
         return Response(data, status_code=upstream.status, media_type=content_type)
+
+
+class _Committed(Response):
+    """A whole answer that leaves once its usage line is committed (admission.py)."""
+
+    def __init__(
+        self, written: asyncio.Future[None], data: bytes, status: int, content_type: str
+    ) -> None:
+        super().__init__(data, status_code=status, media_type=content_type)
+        self._written = written
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await committed(self._written)
+        await super().__call__(scope, receive, send)
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ one stream. That list append is all that migration costs per read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,24 @@ class Outcome:
     status: str
     prompt_tokens: int | None
     output_tokens: int
+    recorded: bool = False
+    """Its usage is in the ledger already (`Commit` ran before its last bytes left)."""
+
+
+Commit = Callable[[int | None, int], "asyncio.Future[None] | None"]
+"""Queues a request's usage (prompt tokens, if the engine said; output tokens) in the ledger at
+once, and returns a future of its commit, awaited (`committed`) before the answer's end is sent
+(admission.py `committer`)."""
+
+LEDGER_WAIT_S = 2.0
+
+
+async def committed(fut: asyncio.Future[None] | None) -> None:
+    """Wait for a usage line's commit, at most LEDGER_WAIT_S (then the answer goes on and the
+    line is retried)."""
+    if fut is not None and not fut.done():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(fut), LEDGER_WAIT_S)
 
 
 class StreamRelay:
@@ -69,7 +88,10 @@ class StreamRelay:
         order: Sequence[Endpoint] = (),
         migrator: Migrator | None = None,
         moved: Callable[[str, str], None] | None = None,
+        commit: Commit | None = None,
     ) -> None:
+        self.commit = commit
+        self.recorded = False
         self.path = path
         self.body = body
         self.order = order
@@ -152,6 +174,8 @@ class StreamRelay:
                     self.status = "200"
                     body = chunk + held
                     sent.append(body)
+                    if self.commit is not None:
+                        await self._commit()
                     await send({"type": "http.response.body", "body": body, "more_body": False})
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -164,7 +188,18 @@ class StreamRelay:
             await self._failed(send, exc)
             return
         self.status = "200"
+        if self.commit is not None:
+            await self._commit()
         await send({"type": "http.response.body", "body": held, "more_body": False})
+
+    async def _commit(self) -> None:
+        """The usage into the ledger before the answer's end leaves: a client that got the
+        whole answer is billed for it even if this gateway is SIGKILLed the next moment."""
+        assert self.commit is not None
+        counts = self.counts
+        counts.usage_from(self.sent_chunks[-2:])
+        self.recorded = True
+        await committed(self.commit(counts.prompt_tokens, counts.output_tokens))
 
     async def _cap(self, send: Send, chunk: bytes, before: int) -> None:
         assert self.cap is not None
@@ -226,6 +261,8 @@ class StreamRelay:
                 break
             out = cont.rewrite(raw)
         self.status = "200"
+        if self.commit is not None:
+            await self._commit()
         await send(END)
 
     async def _watch(self, receive: Receive, task: asyncio.Task[None]) -> None:
@@ -240,7 +277,8 @@ class StreamRelay:
     def _report(self) -> None:
         counts = self.counts
         counts.usage_from(self.sent_chunks[-2:])  # the usage event is the last before [DONE]
-        self.finish(Outcome(self.status, counts.prompt_tokens, counts.output_tokens))
+        outcome = Outcome(self.status, counts.prompt_tokens, counts.output_tokens, self.recorded)
+        self.finish(outcome)
         self.later.add(self._observe)
 
     def _observe(self) -> None:

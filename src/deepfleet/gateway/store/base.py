@@ -16,6 +16,7 @@ the same meaning:
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,6 +93,15 @@ class Limits(Protocol):
 
     def record(self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Add one finished request to the usage ledger."""
+        ...
+
+    def record_durably(
+        self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> asyncio.Future[None] | None:
+        """`record`, and a future done once the line is committed (None: it is already, or the
+        database is out and the line is queued for retry). The gateway awaits it before a
+        request's last bytes leave, so an answer a client got whole is in the ledger even if
+        its gateway is SIGKILLed the next moment."""
         ...
 
     def usage(self) -> list[UsageRow]:

@@ -8,7 +8,9 @@ one write is in flight; the next write takes everything that came meanwhile, in 
 on its own connection, committed durably (synchronous_commit on). Under light load each
 request is written on its own right away; under heavy load writes batch themselves. A line is
 lost only if its gateway is SIGKILLed before that write ends; a write that fails is kept and
-retried.
+retried. `written(ticket)` is a future of the write that holds a line: the gateway awaits it before
+a request's last bytes leave (admission.py `committer`), so an answer a client received whole
+is in the ledger even if its gateway is SIGKILLed right after.
 """
 
 from __future__ import annotations
@@ -41,13 +43,40 @@ class LedgerWriter:
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._added = 0  # tickets: lines added so far
+        self._written = 0  # every line up to this ticket is committed
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._failing = False  # the last write failed: nobody waits while the database is out
 
-    def add(self, key_id: str, model: str, hour: int, prompt: int, completion: int) -> None:
+    def add(self, key_id: str, model: str, hour: int, prompt: int, completion: int) -> int:
+        """Queue one request's line; returns its ticket for `written`."""
         totals = self._lines.setdefault((key_id, model, hour), [0, 0, 0])
         totals[0] += 1
         totals[1] += prompt
         totals[2] += completion
+        self._added += 1
         self._wake.set()
+        return self._added
+
+    def written(self, ticket: int) -> asyncio.Future[None] | None:
+        """A future done once the line of `ticket` is committed; None if it is already, or if
+        writes are failing (the database is out: answers keep flowing, lines are retried)."""
+        if self._written >= ticket or self._failing:
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((ticket, fut))
+        return fut
+
+    def _wrote(self, upto: int) -> None:
+        self._written = upto
+        waiting = []
+        for ticket, fut in self._waiters:
+            if ticket <= upto:
+                if not fut.done():
+                    fut.set_result(None)
+            elif not fut.done():
+                waiting.append((ticket, fut))
+        self._waiters = waiting
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -61,6 +90,10 @@ class LedgerWriter:
                 await asyncio.wait_for(self._task, timeout_s)
             except TimeoutError:
                 log.error("state database: %d usage lines not written", len(self._lines))
+        for _, fut in self._waiters:  # nobody waits on a closed writer
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters = []
         if self._conn is not None:
             await self._conn.close()
 
@@ -70,7 +103,11 @@ class LedgerWriter:
             self._wake.clear()
             if self._lines:
                 batch, self._lines = self._lines, {}
-                if not await self._write(batch):
+                upto = self._added
+                self._failing = not await self._write(batch)
+                if not self._failing:
+                    self._wrote(upto)
+                else:
                     for line, totals in batch.items():  # kept for the next try
                         mine = self._lines.setdefault(line, [0, 0, 0])
                         for i in range(3):

@@ -8,9 +8,10 @@ connection (never blocking the event loop).
 
 What does not decide admission runs in the background: idle leases going back, released
 slots, and the usage ledger (group-committed, postgres_ledger.py). `stop()` gives everything
-back and waits for those writes. A gateway SIGKILLed loses what it had not written yet (the
-usage of a request that ended in the last few milliseconds, its unspent leases); its
-concurrency slots stop counting once its heartbeat is `ttl_s` old.
+back and waits for those writes. A request's answer ends only once its usage line is
+committed (`record_durably`), so a gateway SIGKILLed loses no usage of an answer a client got
+whole; it loses its unspent leases, and its concurrency slots stop counting once its heartbeat
+is `ttl_s` old.
 """
 
 from __future__ import annotations
@@ -154,6 +155,13 @@ class PostgresLimits:
 
     def record(self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
         self._ledger.add(key_id, model, int(time.time() // 3600), prompt_tokens, completion_tokens)
+
+    def record_durably(
+        self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> asyncio.Future[None] | None:
+        hour = int(time.time() // 3600)
+        ticket = self._ledger.add(key_id, model, hour, prompt_tokens, completion_tokens)
+        return self._ledger.written(ticket)
 
     def usage(self) -> list[UsageRow]:
         if self._sync is None:
