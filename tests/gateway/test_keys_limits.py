@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
@@ -246,3 +247,25 @@ async def test_admission_wait_times_out_and_leaves_the_queue() -> None:
     assert adm.waiting == 0
     adm.leave()
     assert adm.try_enter() is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_usage_is_in_the_ledger_when_the_answer_ends(rig: Rig, stream: bool) -> None:
+    """SQLite: the line is written before the answer's end leaves (no sleep before reading)."""
+    key, secret = rig.keys.create("billed")
+    await chat(rig, secret, stream=stream)
+    [row] = rig.gateway.buckets.usage()
+    assert (row.key_id, row.requests) == (key.id, 1)
+
+
+async def test_a_failing_ledger_write_does_not_fail_the_answer(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(rig.gateway.buckets, "record", broken)
+    _, secret = rig.keys.create("billed")
+    assert (await chat(rig, secret)).startswith("e")
+    assert (await chat(rig, secret, stream=True)).startswith("e")
+    assert caplog.text.count("usage ledger: a line not written (key billed)") == 2

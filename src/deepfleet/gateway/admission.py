@@ -28,6 +28,7 @@ queue. limits.py and auth.py give the measured reasons of their shapes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from starlette.responses import Response
@@ -43,6 +44,8 @@ from deepfleet.gateway.relay import Commit, Outcome
 from deepfleet.gateway.settings import GatewaySettings
 from deepfleet.gateway.store.base import Limits, Verdict
 from deepfleet.routing.endpoints import EndpointTable
+
+log = logging.getLogger(__name__)
 
 
 class Admission:
@@ -277,7 +280,11 @@ class Admission:
 
         def commit(prompt: int | None, output: int) -> asyncio.Future[None] | None:
             tokens = prompt if prompt is not None else body_bytes // 4
-            return record(key.id, model, tokens, output)
+            try:
+                return record(key.id, model, tokens, output)
+            except Exception:  # the answer is not failed for its bookkeeping
+                log.exception("usage ledger: a line not written (key %s)", key.name)
+                return None
 
         return commit
 
